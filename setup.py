@@ -1,0 +1,28 @@
+"""vidtx: video transformers (and TSM) in JAX/Flax, on GPUs and TPU pods."""
+import setuptools
+
+setuptools.setup(
+    name="vidtx",
+    version="0.1.0",
+    description="JAX/Flax video classification: TokShift, TimeSformer, ViViT, Video Swin, PP-TSM.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["vidtx", "vidtx.*", "configs", "data_prep", "launch"]),
+    py_modules=["train", "eval", "predict"],
+    install_requires=[
+        # jax 0.10.x is what the CPU registry serves; the GPU image runs 0.11.
+        "jax>=0.10,<0.13",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "dm-pix>=0.4.3",
+        "einops>=0.8",
+        "numpy>=1.26",
+        # Input pipeline only (the CPU build is enough: it never touches the accelerator).
+        "tensorflow-cpu>=2.16",
+        "tensorflow-datasets>=4.9.6",
+        "av>=12",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+)

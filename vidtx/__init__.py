@@ -1,0 +1,1 @@
+"""vidtx: video transformers (and TSM) in JAX/Flax."""

@@ -1,0 +1,114 @@
+"""The prepared-dataset format: sharded TFRecords of JPEG frames, readable by TFDS.
+
+A prepared dataset is one directory:
+
+    <dir>/dataset_info.json, features.json     TFDS metadata (tfds.builder_from_directory)
+    <dir>/label_map.txt                         one class name per line, line i = label i
+    <dir>/vidtx-<split>.tfrecord-XXXXX-of-YYYYY  one tf.train.Example per video
+
+Every example has the features in `features()`: `video` (one JPEG per frame),
+`label` (ClassLabel, 0-based), `label_text`, `video_id`, `fps`, `num_frames`.
+The same label map serves every split.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vidtx.errors import VidtxError
+
+DATASET_NAME = "vidtx"
+LABEL_MAP_FILE = "label_map.txt"
+FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+
+
+def features(class_names: Sequence[str]) -> tfds.features.FeaturesDict:
+  """The TFDS feature spec of a prepared dataset with these classes."""
+  return tfds.features.FeaturesDict({
+      "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
+      "label": tfds.features.ClassLabel(names=list(class_names)),
+      "label_text": tfds.features.Text(),
+      "video_id": tfds.features.Text(),
+      "fps": tfds.features.Scalar(dtype=np.float32),
+      "num_frames": tfds.features.Scalar(dtype=np.int32),
+  })
+
+
+def shard_path(data_dir: str, split: str, shard: int, num_shards: int) -> str:
+  """Path of one TFRecord shard, in the layout TFDS reads."""
+  return os.path.join(
+      data_dir, f"{DATASET_NAME}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}")
+
+
+def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence[bytes],
+                      label: int, video_id: str, fps: float) -> bytes:
+  """One video as a serialized tf.train.Example. `jpeg_frames`: encoded JPEGs, in order."""
+  class_names = spec["label"].names
+  return spec.serialize_example({
+      "video": list(jpeg_frames),
+      "label": int(label),
+      "label_text": class_names[int(label)],
+      "video_id": video_id,
+      "fps": np.float32(fps),
+      "num_frames": np.int32(len(jpeg_frames)),
+  })
+
+
+def write_shard(path: str, serialized: Iterable[bytes]) -> int:
+  """Writes records to `path` atomically (temp file, then rename). Returns the count."""
+  tmp = path + ".tmp"
+  count = 0
+  with tf.io.TFRecordWriter(tmp) as writer:
+    for record in serialized:
+      writer.write(record)
+      count += 1
+  os.replace(tmp, path)
+  return count
+
+
+def write_label_map(data_dir: str, class_names: Sequence[str]) -> None:
+  with open(os.path.join(data_dir, LABEL_MAP_FILE), "w") as f:
+    f.write("".join(f"{name}\n" for name in class_names))
+
+
+def read_label_map(data_dir: str) -> list[str]:
+  """Class names of a prepared dataset, index = label."""
+  path = os.path.join(data_dir, LABEL_MAP_FILE)
+  if not os.path.exists(path):
+    raise VidtxError(f"{data_dir} is not a prepared dataset: {LABEL_MAP_FILE} is missing")
+  with open(path) as f:
+    return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def write_metadata(data_dir: str, class_names: Sequence[str], *, description: str = "") -> None:
+  """Writes the TFDS metadata for the shards already in `data_dir` (split sizes are counted)."""
+  spec = features(class_names)
+  tfds.folder_dataset.write_metadata(
+      data_dir=data_dir,
+      features=spec,
+      split_infos=None,  # computed from the shards on disk
+      filename_template=FILENAME_TEMPLATE,
+      check_data=True,
+      description=description,
+  )
+  write_label_map(data_dir, class_names)
+
+
+def is_prepared(data_dir: str) -> bool:
+  return os.path.exists(os.path.join(data_dir, "dataset_info.json")) and os.path.exists(
+      os.path.join(data_dir, LABEL_MAP_FILE))
+
+
+def builder(data_dir: str) -> tfds.core.DatasetBuilder:
+  """The TFDS builder of a prepared dataset, with a clear error where there is none."""
+  if not os.path.isdir(data_dir):
+    raise VidtxError(f"dataset directory {data_dir} does not exist")
+  if not is_prepared(data_dir):
+    raise VidtxError(
+        f"{data_dir} is not a prepared dataset (no dataset_info.json / {LABEL_MAP_FILE}); "
+        "make one with data_prep/")
+  return tfds.builder_from_directory(data_dir)

@@ -12,6 +12,7 @@ The same label map serves every split.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 
@@ -96,6 +97,18 @@ def write_metadata(data_dir: str, class_names: Sequence[str], *, description: st
       description=description,
   )
   write_label_map(data_dir, class_names)
+
+
+PREPARE_INFO_FILE = "prepare_info.json"
+
+
+def read_prepare_info(data_dir: str) -> dict:
+  """How the dataset was made (prepare_info.json), or {} for a dataset without the record."""
+  path = os.path.join(data_dir, PREPARE_INFO_FILE)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def is_prepared(data_dir: str) -> bool:

@@ -1,0 +1,102 @@
+"""Evaluation: validation during training (clip-level) and the test protocol (video-level).
+
+Both run the same step on batches of `V` views per video, `video: [B, V, T, H, W, 3]`:
+validation uses one view (1 clip x 1 centre crop), so it scores clips; the test
+protocol scores each video from all its `clips x crops` views, averaging logits
+(`score`) or softmax probabilities (`prob`). Padded examples (`mask=False`) count
+nowhere, so the result does not depend on the batch size or the device count.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vidtx import losses, sharding
+from vidtx.data import device as device_ops
+from vidtx.errors import VidtxError
+
+AVERAGING = ("score", "prob")
+
+
+def per_host_batch(global_batch: int) -> int:
+  """This host's share of a global eval batch (which must split evenly over the devices)."""
+  if global_batch % jax.device_count():
+    raise VidtxError(
+        f"config.eval.batch_size={global_batch} is not divisible by {jax.device_count()} devices")
+  return global_batch // jax.process_count()
+
+
+def video_scores(model, variables, video: jax.Array, data_config, averaging: str) -> jax.Array:
+  """Per-video class scores from all its views.  video: uint8 [B, V, T, H, W, 3] -> [B, K]."""
+  if averaging not in AVERAGING:
+    raise VidtxError(f"config.eval.averaging={averaging!r}; use one of {AVERAGING}")
+  b, v = video.shape[:2]
+  x = device_ops.normalize(video.reshape((b * v,) + video.shape[2:]), data_config.mean, data_config.std)
+  logits = model.apply(variables, x, train=False).astype(jnp.float32).reshape(b, v, -1)
+  if averaging == "prob":
+    return jax.nn.softmax(logits, axis=-1).mean(axis=1)
+  return logits.mean(axis=1)
+
+
+def make_eval_step(model, data_config, averaging: str):
+  """jitted (variables, batch) -> summed counts over the unmasked videos of the batch."""
+
+  def eval_step(variables, batch):
+    scores = video_scores(model, variables, batch["video"], data_config, averaging)
+    mask = batch["mask"]
+    labels = batch["label"]
+    log_probs = jax.nn.log_softmax(scores if averaging == "score" else jnp.log(scores + 1e-12))
+    nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    return {
+        "correct1": jnp.sum(losses.correct_topk(scores, labels, 1) & mask),
+        "correct5": jnp.sum(losses.correct_topk(scores, labels, 5) & mask),
+        "loss": jnp.sum(jnp.where(mask, nll, 0.0)),
+        "count": jnp.sum(mask),
+    }
+
+  return jax.jit(eval_step)
+
+
+def run(eval_step, variables, batches: Iterable[dict], mesh) -> dict[str, float]:
+  """Runs `eval_step` over all batches; returns top1, top5, mean loss and the number of videos."""
+  totals = {"correct1": 0, "correct5": 0, "loss": 0.0, "count": 0}
+  with jax.set_mesh(mesh):
+    for local in batches:
+      local = {k: local[k] for k in ("video", "label", "mask")}
+      counts = jax.device_get(eval_step(variables, sharding.global_batch(local, mesh)))
+      for key in totals:
+        totals[key] += counts[key].item()
+  n = totals["count"]
+  if n == 0:
+    raise VidtxError("evaluation saw no videos (is the split empty?)")
+  return {"top1": totals["correct1"] / n, "top5": totals["correct5"] / n,
+          "loss": totals["loss"] / n, "num_videos": int(n)}
+
+
+def top_k(probs: np.ndarray, label_names: list[str], k: int = 5) -> list[tuple[str, float]]:
+  """The k most probable (class name, probability) of one video.  probs: [K]."""
+  order = np.argsort(-np.asarray(probs))[:k]
+  return [(label_names[i], float(probs[i])) for i in order]
+
+
+def restore_model(config, path: str, mesh):
+  """(model, variables, meta) from the checkpoint at `path`, placed on `mesh` for inference.
+
+  `path`: a workdir (its best checkpoint, else its latest), a checkpoint directory or a step.
+  """
+  from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from vidtx import models, trainer  # pylint: disable=g-import-not-at-top
+
+  meta = ckpt.read_meta(path)
+  ckpt.check_model_matches(meta, config.model, path)
+  model = models.build(config.model)
+  boxed = trainer.abstract_variables(model, config.model, jax.random.key(0))
+  shardings = trainer.variable_shardings(boxed, mesh, sharding.rules(config))
+  unboxed = nn.unbox(boxed)
+  abstract = {"params": unboxed["params"], "batch_stats": unboxed.get("batch_stats", {})}
+  variables, meta = ckpt.restore_variables(path, ckpt.abstract(abstract, shardings))
+  return model, variables, meta

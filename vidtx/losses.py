@@ -1,0 +1,23 @@
+"""Losses and metrics, computed in float32 whatever the compute dtype."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def smoothed_targets(labels: jax.Array, num_classes: int, label_smoothing: float) -> jax.Array:
+  """(1 - eps) * onehot + eps / K, as Paddle's `ls_eps`.  labels: [B] -> [B, K]."""
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
+  return onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy with soft targets.  logits, targets: [B, K] -> [B]."""
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """[B] bool: whether the label is among the k highest logits (ties count against)."""
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  return jnp.sum(logits > label_logit, axis=-1) < k

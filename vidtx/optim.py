@@ -1,0 +1,128 @@
+"""Optimizers and learning-rate schedules, assembled from `config.optim` with optax.
+
+Order of the chain (Paddle's): clip the gradient norm, add coupled L2 decay
+(SGD), the optimizer with its schedule, then per-parameter LR multipliers.
+Durations are given as `<name>_steps` or `<name>_epochs` (big_vision style).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from vidtx.errors import VidtxError
+
+
+def to_steps(section, name: str, steps_per_epoch: int, default=None) -> int | None:
+  """Reads `<name>_steps` or `<name>_epochs` from a config section, in steps."""
+  steps, epochs = section.get(f"{name}_steps"), section.get(f"{name}_epochs")
+  if steps is not None and epochs is not None:
+    raise VidtxError(f"give only one of {name}_steps and {name}_epochs")
+  if steps is not None:
+    return int(steps)
+  if epochs is not None:
+    return int(round(float(epochs) * steps_per_epoch))
+  return default
+
+
+def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax.Schedule:
+  """The learning rate per optimizer step.
+
+  `warmup_cosine`: linear warmup from `warmup_init_lr` to `lr`, then cosine to `end_lr`.
+  `multistep`: `lr * gamma**k` after the k-th milestone (`milestones_epochs` or `_steps`).
+  `constant`: `lr`.
+  """
+  lr = float(optim_config.lr)
+  kind = optim_config.get("schedule", "constant")
+  warmup = to_steps(optim_config, "warmup", steps_per_epoch, default=0)
+  if kind == "constant":
+    base = optax.constant_schedule(lr)
+  elif kind == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(
+        init_value=float(optim_config.get("warmup_init_lr", 0.0)), peak_value=lr,
+        warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
+        end_value=float(optim_config.get("end_lr", 0.0)))
+  elif kind == "multistep":
+    if optim_config.get("milestones_epochs") is not None:
+      milestones = [int(round(e * steps_per_epoch)) for e in optim_config.milestones_epochs]
+    else:
+      milestones = [int(s) for s in optim_config.get("milestones_steps", ())]
+    gamma = float(optim_config.get("gamma", 0.1))
+    base = optax.piecewise_constant_schedule(lr, {m: gamma for m in milestones})
+  else:
+    raise VidtxError(
+        f"config.optim.schedule={kind!r} is not a schedule; use constant, warmup_cosine or multistep")
+  if not warmup:
+    return base
+  warmup_fn = optax.linear_schedule(float(optim_config.get("warmup_init_lr", 0.0)), lr, warmup)
+  return optax.join_schedules([warmup_fn, base], [warmup])
+
+
+def _path_tree(params) -> dict:
+  """The same tree with each leaf replaced by its '/'-joined path (for regex rules)."""
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return traverse_util.unflatten_dict({k: k for k in flat}, sep="/")
+
+
+def decay_mask(params, optim_config) -> object:
+  """True where weight decay applies: not matching any `no_decay` regex (and not 1-D if asked)."""
+  patterns = [re.compile(p) for p in optim_config.get("no_decay", ())]
+  skip_1d = bool(optim_config.get("no_decay_1d", False))
+  paths = _path_tree(params)
+  return jax.tree.map(
+      lambda path, p: not (any(r.search(path) for r in patterns) or (skip_1d and p.ndim <= 1)),
+      paths, params)
+
+
+def lr_multipliers(params, optim_config) -> object:
+  """Per-parameter LR multiplier: the first matching `lr_mults` rule [regex, mult], else 1."""
+  rules = [(re.compile(p), float(m)) for p, m in optim_config.get("lr_mults", ())]
+
+  def mult(path):
+    return next((m for r, m in rules if r.search(path)), 1.0)
+
+  return jax.tree.map(mult, _path_tree(params))
+
+
+def scale_by_tree(multipliers) -> optax.GradientTransformation:
+  """Multiplies each update by a fixed per-parameter factor (LR multipliers)."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, m: u * m, updates, multipliers), state
+
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
+def make_optimizer(optim_config, params, schedule: optax.Schedule) -> optax.GradientTransformation:
+  """The optax chain for `config.optim` (`name`: sgd | adamw)."""
+  name = optim_config.get("name", "sgd")
+  wd = float(optim_config.get("weight_decay", 0.0))
+  mask = decay_mask(params, optim_config)
+  parts = []
+  if optim_config.get("clip_grad_norm"):
+    parts.append(optax.clip_by_global_norm(float(optim_config.clip_grad_norm)))
+  if name == "sgd":
+    if wd:  # coupled L2, as Paddle's `L2Decay` regularizer
+      parts.append(optax.add_decayed_weights(wd, mask))
+    parts.append(optax.sgd(schedule, momentum=optim_config.get("momentum", 0.9) or None,
+                           nesterov=bool(optim_config.get("nesterov", False))))
+  elif name == "adamw":
+    parts.append(optax.adamw(schedule, b1=optim_config.get("b1", 0.9), b2=optim_config.get("b2", 0.999),
+                             eps=optim_config.get("eps", 1e-8), weight_decay=wd, mask=mask))
+  else:
+    raise VidtxError(f"config.optim.name={name!r} is not an optimizer; use sgd or adamw")
+  if optim_config.get("lr_mults"):
+    parts.append(scale_by_tree(lr_multipliers(params, optim_config)))
+  return optax.chain(*parts)
+
+
+def global_norm(tree) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+MakeOptimizer = Callable[[object], optax.GradientTransformation]

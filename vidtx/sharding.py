@@ -1,0 +1,86 @@
+"""Device mesh, logical-axis rules and sharded placement.
+
+The mesh has three named axes: `data` (batch), `fsdp` (batch *and* parameter
+shards) and `tensor` (model-parallel dims). Models name their parameter and
+activation dimensions logically (`embed`, `mlp`, `act_batch`, ...); the rules in
+`config.sharding.rules` map those names to mesh axes. Sharding is data, not code.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vidtx.errors import VidtxError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Default logical -> mesh rules: batch over data and fsdp, parameters' embed dim over fsdp,
+# MLP hidden and heads over tensor. Names without a rule are replicated.
+DEFAULT_RULES = (
+    ("act_batch", ("data", "fsdp")),
+    ("act_mlp", "tensor"),
+    ("act_heads", "tensor"),
+    ("embed", "fsdp"),
+    ("conv_out", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+)
+
+
+def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
+  """Sizes of (data, fsdp, tensor); one of them may be -1 (all remaining devices)."""
+  sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise VidtxError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise VidtxError(f"config.mesh {dict(zip(MESH_AXES, sizes))} does not divide {num_devices} devices")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise VidtxError(
+        f"config.mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+        f"there are {num_devices}")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  shape = mesh_shape(mesh_config, len(devices))
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def rules(config) -> tuple[tuple[str, object], ...]:
+  """Logical axis rules from `config.sharding.rules` (a list of [name, mesh_axes])."""
+  configured = config.get("sharding", {}).get("rules", None)
+  if configured is None:
+    return DEFAULT_RULES
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in configured)
+
+
+def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  """Leading (batch) dim over data x fsdp, the rest replicated."""
+  return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def logical_shardings(abstract_boxed_tree, mesh: Mesh, logical_rules) -> object:
+  """NamedShardings for a tree of (possibly nn.LogicallyPartitioned) abstract arrays."""
+  specs = nn.get_partition_spec(abstract_boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, logical_rules)
+
+
+def global_batch(local_batch: dict, mesh: Mesh) -> dict:
+  """This host's share of a batch (numpy) -> global jax.Arrays sharded over the batch axes."""
+  return {
+      k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
+      for k, v in local_batch.items()
+  }

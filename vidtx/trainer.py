@@ -1,0 +1,335 @@
+"""Training: `train_and_evaluate(config, workdir)` tells the whole story, top to bottom.
+
+setup → data → batch plan → mesh → model, optimizer and sharded state → checkpoint
+(resume, else `init_from`) → jitted steps → the loop (train, log, validate,
+checkpoint, stop on NaN).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from vidtx import checkpoint as ckpt
+from vidtx import evaluate, losses, models, optim, sharding, writers
+from vidtx.data import device as device_ops
+from vidtx.errors import VidtxError
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict:
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+class NonFiniteLoss(VidtxError):
+  """The loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------- batch plan
+def batch_plan(global_batch: int, num_devices: int, process_count: int,
+               device_batch_size: int | None) -> dict[str, int]:
+  """How a global batch is split: per host, per device, and into accumulation steps."""
+  if global_batch % num_devices:
+    raise VidtxError(f"config.train.batch_size={global_batch} is not divisible by {num_devices} devices")
+  per_device = global_batch // num_devices
+  micro = min(per_device, device_batch_size or per_device)
+  if per_device % micro:
+    raise VidtxError(
+        f"per-device batch {per_device} is not divisible by config.train.device_batch_size={micro}")
+  return dict(global_batch=global_batch, per_host=global_batch // process_count,
+              per_device=per_device, device_micro_batch=micro, accumulation_steps=per_device // micro)
+
+
+# ----------------------------------------------------------------------------- model and state
+def dummy_video(model_config, batch: int = 1) -> jax.ShapeDtypeStruct:
+  size = model_config.image_size
+  return jax.ShapeDtypeStruct((batch, model_config.num_frames, size, size, 3), jnp.float32)
+
+
+def abstract_variables(model: nn.Module, model_config, rng) -> dict:
+  """Shapes of the model's variables, still boxed with their logical axis names."""
+  return jax.eval_shape(
+      lambda r: model.init({"params": r, "dropout": r}, jnp.zeros(dummy_video(model_config).shape),
+                           train=False), rng)
+
+
+def variable_shardings(boxed_abstract: dict, mesh, rules) -> dict:
+  """NamedShardings for {'params', 'batch_stats'} from the logical axis names."""
+  shardings = sharding.logical_shardings(boxed_abstract, mesh, rules)
+  return {"params": shardings["params"], "batch_stats": shardings.get("batch_stats", {})}
+
+
+def create_train_state(model, model_config, tx, mesh, rules, rng):
+  """Fresh state created directly in its sharded layout (never whole on one device).
+
+  Returns (state, state_shardings).
+  """
+  boxed = abstract_variables(model, model_config, rng)
+  var_shardings = variable_shardings(boxed, mesh, rules)
+  abstract_params = nn.unbox(boxed)["params"]
+  opt_shardings = optax.tree_map_params(
+      tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_params), var_shardings["params"],
+      transform_non_params=lambda _: sharding.replicated(mesh))
+  state_shardings = TrainState(step=sharding.replicated(mesh), params=var_shardings["params"],
+                               batch_stats=var_shardings["batch_stats"], opt_state=opt_shardings)
+
+  def init(r):
+    variables = nn.unbox(model.init({"params": r, "dropout": r},
+                                    jnp.zeros(dummy_video(model_config).shape), train=False))
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+
+  return jax.jit(init, out_shardings=state_shardings)(rng), state_shardings
+
+
+# ----------------------------------------------------------------------------- train step
+def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
+  """The jitted update: normalise on device, accumulate gradients over micro-batches, apply."""
+  data, num_classes = config.data, config.model.num_classes
+  smoothing = float(config.train.get("label_smoothing", 0.0))
+  mix = config.train.get("mix", ml_collections.ConfigDict({"kind": "none"}))
+  micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
+
+  def micro_step(state: TrainState, batch_stats, micro, rng):
+    video = device_ops.normalize(micro["video"], data.mean, data.std)
+    targets = losses.smoothed_targets(micro["label"], num_classes, smoothing)
+    mix_rng, dropout_rng = jax.random.split(rng)
+    video, targets = device_ops.mix(video, targets, mix, mix_rng)
+
+    def loss_fn(params):
+      logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
+                                    rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+      loss = losses.cross_entropy(logits, targets).mean()
+      return loss, (logits, updates.get("batch_stats", batch_stats))
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    correct = losses.correct_topk(logits, micro["label"], 1).mean()
+    return grads, batch_stats, loss, correct
+
+  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+    rng = jax.random.fold_in(rng, state.step)
+    # Micro-batch i takes examples i, i+n, i+2n, ...: every micro-batch is spread over all devices.
+    micro_batches = jax.tree.map(
+        lambda x: jnp.swapaxes(x.reshape((-1, accumulation_steps) + x.shape[1:]), 0, 1), batch)
+
+    def body(carry, inputs):
+      grads_sum, batch_stats, loss_sum, correct_sum = carry
+      index, micro = inputs
+      micro = jax.tree.map(micro_sharding, micro)
+      grads, batch_stats, loss, correct = micro_step(state, batch_stats, micro,
+                                                     jax.random.fold_in(rng, index))
+      grads_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_sum, grads)
+      return (grads_sum, batch_stats, loss_sum + loss, correct_sum + correct), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+    carry = (zeros, state.batch_stats, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    (grads, batch_stats, loss, correct), _ = jax.lax.scan(
+        body, carry, (jnp.arange(accumulation_steps), micro_batches))
+    grads = jax.tree.map(lambda g: g / accumulation_steps, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss / accumulation_steps,
+        "train_top1": correct / accumulation_steps,
+        "grad_norm": optim.global_norm(grads),
+        "param_norm": optim.global_norm(params),
+        "lr": schedule(state.step),
+    }
+    return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
+                      opt_state=opt_state), metrics
+
+  return train_step
+
+
+# ----------------------------------------------------------------------------- helpers
+def steps_per_epoch(num_train_examples: int, global_batch: int) -> int:
+  return max(1, num_train_examples // global_batch)
+
+
+def total_steps(train_config, per_epoch: int) -> int:
+  steps = optim.to_steps(train_config, "num", per_epoch)
+  if steps is None:
+    raise VidtxError("set config.train.num_steps or config.train.num_epochs")
+  return steps
+
+
+def checkpoint_meta(config, label_names: list[str], step: int, examples_per_host: int,
+                    prepared: dict) -> dict:
+  return {
+      "model": config.model.to_dict(),
+      "label_names": list(label_names),
+      "data": config.data.to_dict(),
+      "prepared": prepared,
+      "step": int(step),
+      "input": {"examples_per_host": int(examples_per_host), "seed": int(config.seed)},
+      "config": config.to_json_best_effort(),
+  }
+
+
+def prefetched(iterator, mesh, depth: int = 2):
+  """Host batches -> sharded global device arrays, `depth` batches ahead of the step."""
+  queue = []
+  for local in iterator:
+    queue.append(sharding.global_batch(local, mesh))
+    if len(queue) >= depth:
+      yield queue.pop(0)
+  yield from queue
+
+
+# ----------------------------------------------------------------------------- the run
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints). Returns the last metrics."""
+  # Data modules import TensorFlow; the rest of training does not need it.
+  from vidtx.data import format as data_format
+  from vidtx.data import pipeline, synthetic
+
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  say = writers.console if is_main else (lambda _: None)
+
+  # ------------------------------------------------------------------- data
+  if config.data.get("name") == "synthetic":
+    synthetic.ensure_synthetic_dataset(config.data.dir, **config.data.synthetic)
+  builder = data_format.builder(config.data.dir)
+  label_names = data_format.read_label_map(config.data.dir)
+  if len(label_names) != config.model.num_classes:
+    raise VidtxError(f"dataset {config.data.dir} has {len(label_names)} classes but "
+                     f"config.model.num_classes is {config.model.num_classes}")
+  num_train = builder.info.splits[config.data.train_split].num_examples
+  prepared = data_format.read_prepare_info(config.data.dir)
+
+  # ------------------------------------------------------------------- batch plan and mesh
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config)
+  plan = batch_plan(config.train.batch_size, jax.device_count(), jax.process_count(),
+                    config.train.get("device_batch_size"))
+  per_epoch = steps_per_epoch(num_train, plan["global_batch"])
+  num_steps = total_steps(config.train, per_epoch)
+  say(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}, mesh "
+      f"{dict(mesh.shape)}; batch: global {plan['global_batch']}, per host {plan['per_host']}, "
+      f"per device {plan['per_device']} = {plan['accumulation_steps']} accumulation step(s) x "
+      f"{plan['device_micro_batch']}; {num_train} training videos, {per_epoch} steps/epoch, "
+      f"{num_steps} steps")
+
+  # ------------------------------------------------------------------- model, optimizer, state
+  model = models.build(config.model)
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+  schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
+  abstract_params = nn.unbox(abstract_variables(model, config.model, init_rng))["params"]
+  tx = optim.make_optimizer(config.optim, abstract_params, schedule)
+  state, state_shardings = create_train_state(model, config.model, tx, mesh, rules, init_rng)
+  num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params))
+  say(f"model {config.model.name}: {num_params / 1e6:.2f}M parameters, compute dtype {config.model.dtype}")
+
+  # ------------------------------------------------------------------- checkpoint: resume or init_from
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 3))
+  start_step = checkpoints.latest_step()
+  examples_done = 0
+  if start_step is not None:
+    meta = checkpoints.read_meta(start_step)
+    ckpt.check_model_matches(meta, config.model, os.path.join(workdir, "checkpoints"))
+    variables, train = checkpoints.restore(
+        start_step,
+        ckpt.abstract(state.variables, {"params": state_shardings.params,
+                                        "batch_stats": state_shardings.batch_stats}),
+        ckpt.abstract({"step": state.step, "opt_state": state.opt_state},
+                      {"step": state_shardings.step, "opt_state": state_shardings.opt_state}))
+    state = TrainState(step=train["step"], params=variables["params"],
+                       batch_stats=variables["batch_stats"], opt_state=train["opt_state"])
+    examples_done = meta["input"]["examples_per_host"]
+    say(f"resumed from {workdir}/checkpoints/{start_step} (input position: "
+        f"{examples_done} examples per host)")
+  else:
+    start_step = 0
+    if config.get("init_from") and config.init_from.get("path"):
+      from vidtx import convert  # pylint: disable=g-import-not-at-top
+      params = convert.init_from(config.init_from, state.variables)
+      state = state.replace(params=jax.device_put(params["params"], state_shardings.params),
+                            batch_stats=jax.device_put(params["batch_stats"], state_shardings.batch_stats))
+      say(f"initialised from {config.init_from.path} ({config.init_from.format})")
+
+  # ------------------------------------------------------------------- steps
+  train_step = jax.jit(make_train_step(model, tx, schedule, config, plan["accumulation_steps"], mesh),
+                       in_shardings=(state_shardings, None, None),
+                       out_shardings=(state_shardings, None), donate_argnums=(0,))
+  eval_step = evaluate.make_eval_step(model, config.data, config.eval.get("averaging", "score"))
+
+  def validate(variables) -> dict[str, float]:
+    dataset = pipeline.make_eval_dataset(
+        config.data, split=config.data.val_split, batch_size=evaluate.per_host_batch(config.eval.batch_size),
+        num_clips=1, num_crops=1,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh)
+    return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"]}
+
+  # ------------------------------------------------------------------- the loop
+  dataset = pipeline.make_train_dataset(
+      config.data, batch_size=plan["per_host"], seed=config.seed, start_index=examples_done,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  batches = prefetched(dataset.as_numpy_iterator(), mesh)
+  writer = writers.make_writer(workdir, is_main=is_main)
+  progress = writers.Progress(num_steps, start_step, plan["global_batch"])
+  pending: list[dict] = []  # device metrics of the steps since the last log
+  last: dict[str, float] = {}
+
+  def flush_metrics(step: int) -> dict[str, float]:
+    """Fetches pending step metrics, stops on NaN, returns their mean."""
+    fetched = jax.device_get(pending)
+    pending.clear()
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    if not math.isfinite(means["loss"]):
+      raise NonFiniteLoss(
+          f"loss is {means['loss']} at step {step}: training stopped; the last good checkpoint "
+          f"in {workdir}/checkpoints is kept (lower config.optim.lr or set config.optim.clip_grad_norm)")
+    return means
+
+  say(f"training from step {start_step} to {num_steps}; metrics in {workdir}/metrics.jsonl")
+  step = start_step
+  try:
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      for step in range(start_step + 1, num_steps + 1):
+        batch = next(batches)
+        state, metrics = train_step(state, batch, step_rng)
+        pending.append(metrics)
+        examples_done += plan["per_host"]
+        log_now = step % config.train.log_every == 0 or step == num_steps
+        val_now = step == num_steps or (config.train.val_every and step % config.train.val_every == 0)
+        save_now = step == num_steps or step % config.train.checkpoint_every == 0
+        if log_now or val_now or save_now:
+          scalars = {**flush_metrics(step), **progress.rate(step)}
+          if val_now:
+            scalars.update(validate(state.variables))
+            say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
+                f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}")
+          writer.write_scalars(step, scalars)
+          last = scalars
+          say(progress.line(step, scalars))
+        if save_now:
+          meta = checkpoint_meta(config, label_names, step, examples_done, prepared)
+          checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
+          if val_now:
+            checkpoints.save_best(step, state.variables, meta, scalars["val_top1"])
+  finally:
+    checkpoints.wait()
+    checkpoints.close()
+    writer.flush()
+  say(f"done: {step} steps; checkpoints in {workdir}/checkpoints, best in {workdir}/best")
+  return last

@@ -22,6 +22,7 @@ setuptools.setup(
         # Input pipeline only (the CPU build is enough: it never touches the accelerator).
         "tensorflow-cpu>=2.16",
         "tensorflow-datasets>=4.9.6",
+        "tensorboard>=2.16",  # clu.metric_writers needs it
         "av>=12",
     ],
     extras_require={"test": ["pytest>=8"]},

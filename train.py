@@ -7,12 +7,14 @@ from absl import flags
 from vidtx import cli
 
 cli.define_config_flag()
+cli.define_distributed_flag()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics.jsonl and TensorBoard logs.")
 
 
 def main(argv):
   del argv
   cli.require(flags.FLAGS, "config", "workdir")
+  cli.maybe_initialize_distributed()
   from vidtx import trainer  # pylint: disable=g-import-not-at-top
   trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

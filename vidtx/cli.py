@@ -34,6 +34,17 @@ def run(main) -> None:
   app.run(wrapped)
 
 
+def define_distributed_flag() -> None:
+  flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
+                    "(one process per host; SLURM and TPU pods are detected automatically).")
+
+
+def maybe_initialize_distributed() -> None:
+  if flags.FLAGS.distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+
+
 def require(flag_values, *names: str) -> None:
   missing = [n for n in names if getattr(flag_values, n) in (None, "")]
   if missing:

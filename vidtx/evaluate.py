@@ -23,11 +23,17 @@ AVERAGING = ("score", "prob")
 
 
 def per_host_batch(global_batch: int) -> int:
-  """This host's share of a global eval batch (which must split evenly over the devices)."""
-  if global_batch % jax.device_count():
-    raise VidtxError(
-        f"config.eval.batch_size={global_batch} is not divisible by {jax.device_count()} devices")
-  return global_batch // jax.process_count()
+  """This host's share of a global eval batch."""
+  return max(1, global_batch // jax.process_count())
+
+
+def pad_to_multiple(local: dict, multiple: int) -> dict:
+  """Pads a host batch with masked-out examples so it splits evenly over the devices."""
+  size = len(local["mask"])
+  extra = -size % multiple
+  if not extra:
+    return local
+  return {k: np.concatenate([v, np.zeros((extra,) + v.shape[1:], v.dtype)]) for k, v in local.items()}
 
 
 def video_scores(model, variables, video: jax.Array, data_config, averaging: str) -> jax.Array:
@@ -64,9 +70,10 @@ def make_eval_step(model, data_config, averaging: str):
 def run(eval_step, variables, batches: Iterable[dict], mesh) -> dict[str, float]:
   """Runs `eval_step` over all batches; returns top1, top5, mean loss and the number of videos."""
   totals = {"correct1": 0, "correct5": 0, "loss": 0.0, "count": 0}
+  host_shards = max(1, (mesh.shape["data"] * mesh.shape["fsdp"]) // jax.process_count())
   with jax.set_mesh(mesh):
     for local in batches:
-      local = {k: local[k] for k in ("video", "label", "mask")}
+      local = pad_to_multiple({k: local[k] for k in ("video", "label", "mask")}, host_shards)
       counts = jax.device_get(eval_step(variables, sharding.global_batch(local, mesh)))
       for key in totals:
         totals[key] += counts[key].item()
@@ -100,3 +107,32 @@ def restore_model(config, path: str, mesh):
   abstract = {"params": unboxed["params"], "batch_stats": unboxed.get("batch_stats", {})}
   variables, meta = ckpt.restore_variables(path, ckpt.abstract(abstract, shardings))
   return model, variables, meta
+
+
+def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
+  """Video-level evaluation of the checkpoint at `path` on `split` (default: the test split).
+
+  Checks that the checkpoint fits config.model and that its label map is the dataset's.
+  Returns a JSON-ready dict: protocol, split, top1, top5, num_videos, views, averaging, ...
+  """
+  from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+  from vidtx.data import format as data_format, pipeline  # pylint: disable=g-import-not-at-top
+
+  split = split or config.data.test_split
+  model, variables, meta = restore_model(config, path, mesh)
+  data_format.builder(config.data.dir)  # a clear error if the dataset is missing
+  ckpt.check_labels_match(meta["label_names"], data_format.read_label_map(config.data.dir),
+                          path, config.data.dir)
+  clips, crops = config.data.test_clips, config.data.test_crops
+  averaging = config.eval.get("averaging", "score")
+  dataset = pipeline.make_eval_dataset(
+      config.data, split=split, batch_size=per_host_batch(config.eval.batch_size),
+      num_clips=clips, num_crops=crops, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  result = run(make_eval_step(model, config.data, averaging), variables, dataset.as_numpy_iterator(), mesh)
+  return {
+      "protocol": f"test (video-level: {clips} clip(s) x {crops} crop(s) per video, {averaging} averaging)",
+      "split": split, "top1": result["top1"], "top5": result["top5"], "loss": result["loss"],
+      "num_videos": result["num_videos"], "views": clips * crops, "clips": clips, "crops": crops,
+      "averaging": averaging, "checkpoint_step": meta.get("step"),
+  }

@@ -20,7 +20,7 @@ import optax
 from absl import logging
 
 from vidtx import checkpoint as ckpt
-from vidtx import evaluate, losses, models, optim, sharding, writers
+from vidtx import evaluate, losses, models, optim, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -196,7 +196,8 @@ def prefetched(iterator, mesh, depth: int = 2):
 # ----------------------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints). Returns the last metrics."""
-  # Data modules import TensorFlow; the rest of training does not need it.
+  # The data modules and clu's writers import TensorFlow; the train step itself does not need it.
+  from vidtx import writers
   from vidtx.data import format as data_format
   from vidtx.data import pipeline, synthetic
 

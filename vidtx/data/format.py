@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
+from etils import epath
 
 from vidtx.errors import VidtxError
 
@@ -49,7 +51,7 @@ def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence
                       label: int, video_id: str, fps: float) -> bytes:
   """One video as a serialized tf.train.Example. `jpeg_frames`: encoded JPEGs, in order."""
   class_names = spec["label"].names
-  return spec.serialize_example({
+  serialized = spec.serialize_example({
       "video": list(jpeg_frames),
       "label": int(label),
       "label_text": class_names[int(label)],
@@ -57,6 +59,8 @@ def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence
       "fps": np.float32(fps),
       "num_frames": np.int32(len(jpeg_frames)),
   })
+  # The feature map's order otherwise depends on the process: same input, same bytes.
+  return tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)
 
 
 def write_shard(path: str, serialized: Iterable[bytes]) -> int:
@@ -85,17 +89,37 @@ def read_label_map(data_dir: str) -> list[str]:
     return [line.rstrip("\n") for line in f if line.strip()]
 
 
-def write_metadata(data_dir: str, class_names: Sequence[str], *, description: str = "") -> None:
-  """Writes the TFDS metadata for the shards already in `data_dir` (split sizes are counted)."""
+def write_metadata(data_dir: str, class_names: Sequence[str], *, description: str = "",
+                   split_sizes: Mapping[str, tuple[Sequence[int], int]] | None = None) -> None:
+  """Writes the TFDS metadata for the shards already in `data_dir`.
+
+  `split_sizes`: split -> (examples per shard, total bytes), when the writer knows
+  them; without it every shard is read to count its examples.
+  """
   spec = features(class_names)
-  tfds.folder_dataset.write_metadata(
-      data_dir=data_dir,
-      features=spec,
-      split_infos=None,  # computed from the shards on disk
-      filename_template=FILENAME_TEMPLATE,
-      check_data=True,
-      description=description,
-  )
+  split_infos = None
+  if split_sizes is not None:
+    split_infos = [
+        tfds.core.SplitInfo(
+            name=split, shard_lengths=[int(n) for n in lengths], num_bytes=int(num_bytes),
+            filename_template=tfds.core.ShardedFileTemplate(
+                data_dir=epath.Path(data_dir), template=FILENAME_TEMPLATE,
+                dataset_name=DATASET_NAME, split=split, filetype_suffix="tfrecord"))
+        for split, (lengths, num_bytes) in sorted(split_sizes.items())
+    ]
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS warns about its own deprecated calls here
+  try:
+    tfds.folder_dataset.write_metadata(
+        data_dir=data_dir,
+        features=spec,
+        split_infos=split_infos,  # None: computed from the shards on disk
+        filename_template=FILENAME_TEMPLATE,
+        check_data=True,
+        description=description,
+    )
+  finally:
+    absl_logging.set_verbosity(verbosity)
   write_label_map(data_dir, class_names)
 
 

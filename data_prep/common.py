@@ -1,0 +1,29 @@
+"""What the data_prep scripts share: the preparation flags and the call into vidtx.data.prepare."""
+from __future__ import annotations
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_prepare_flags() -> None:
+  flags.DEFINE_string("out", None, "Output directory of the prepared dataset.")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: every CPU core).")
+  flags.DEFINE_integer("short_side", 256, "Resize frames so the short side has this many pixels "
+                       "(0 keeps the original size).")
+  flags.DEFINE_float("fps", None, "Resample to this frame rate (default: keep every frame).")
+  flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
+  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
+  flags.DEFINE_integer("videos_per_shard", 32, "Videos per TFRecord shard.")
+  flags.DEFINE_bool("overwrite", False, "Replace a dataset already prepared in --out with other "
+                    "videos or settings.")
+
+
+def prepare(splits, class_names, failures, *, source: str, details: dict | None = None) -> dict:
+  """prepare.prepare_dataset with the flag values; returns prepare_info."""
+  from vidtx.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return prepare_lib.prepare_dataset(
+      FLAGS.out, splits, class_names, short_side=FLAGS.short_side, fps=FLAGS.fps,
+      max_frames=FLAGS.max_frames, jpeg_quality=FLAGS.jpeg_quality, workers=FLAGS.workers,
+      videos_per_shard=FLAGS.videos_per_shard, source=source, details=details,
+      failures=failures, overwrite=FLAGS.overwrite)

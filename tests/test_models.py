@@ -1,0 +1,362 @@
+"""Model zoo: shapes, the temporal-mixing semantics of each family, Swin's index/mask, counts.
+
+CPU, tiny shapes. Expected values come from hand-written examples or brute-force loops,
+never from the code under test.
+"""
+import itertools
+import math
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidtx import flops, models
+from vidtx.models import swin, timesformer, tokshift, tsm, vit
+
+VIT_TINY = dict(num_classes=5, num_frames=4, image_size=32, patch_size=16, hidden_size=32,
+                depth=2, num_heads=4)
+TINY = {
+    "tokshift": dict(name="tokshift", **VIT_TINY),
+    "tokshift_noshift": dict(name="tokshift", shift=False, **VIT_TINY),
+    "timesformer_divided": dict(name="timesformer", **VIT_TINY),
+    "timesformer_space_only": dict(name="timesformer", attention_type="space_only", **VIT_TINY),
+    "timesformer_joint": dict(name="timesformer", attention_type="joint_space_time", **VIT_TINY),
+    "pptimesformer": dict(name="timesformer", qkv_bias=False, **VIT_TINY),
+    "vivit_fe": dict(name="vivit", temporal_depth=1, **VIT_TINY),
+    "vivit_fe_mean": dict(name="vivit", temporal_depth=1, frame_repr="mean", **VIT_TINY),
+    "vivit_st": dict(name="vivit", model="spatio_temporal", **VIT_TINY),
+    "swin": dict(name="swin", num_classes=5, num_frames=4, image_size=32, embed_dim=16,
+                 depths=(2, 2), num_heads=(2, 4), window_size=(2, 4, 4)),
+    "tsm": dict(name="tsm", num_classes=5, num_frames=4, image_size=32, depth=26, width=8),
+    "tsm_original_relu": dict(name="tsm", num_classes=5, num_frames=4, image_size=32, depth=26,
+                              width=8, shift_direction="original", activation="relu"),
+}
+FAMILIES = ["tokshift", "timesformer_divided", "vivit_fe", "swin", "tsm"]
+RULES = (("act_batch", ("data", "fsdp")), ("act_mlp", "tensor"), ("act_heads", "tensor"),
+         ("embed", "fsdp"), ("conv_out", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+  """XLA optimisation passes dominate CPU compile time for these tiny models; skip them here."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def video(batch=2, frames=4, size=32, seed=0):
+  return jax.random.normal(jax.random.key(seed), (batch, frames, size, size, 3), jnp.float32)
+
+
+def random_variables(model, clip, seed=0, scale=0.2):
+  """Variables with the init's structure but random values (no compile: built from eval_shape)."""
+  abstract = nn.meta.unbox(jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), clip))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == "var":
+      return jnp.asarray(rng.uniform(0.5, 1.5, leaf.shape), jnp.float32)
+    value = rng.normal(0.0, scale, leaf.shape)
+    return jnp.asarray(value + (name == "scale"), jnp.float32)
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
+def forward(model, variables, clip, **kw):
+  return jax.jit(lambda var, v: model.apply(var, v, train=False, **kw))(variables, clip)
+
+
+# ----------------------------------------------------------------------------- every model
+
+@pytest.mark.parametrize("variant", sorted(TINY))
+def test_output_shape_and_axis_names(variant):
+  model = models.build(TINY[variant])
+  clip = jax.ShapeDtypeStruct((2, 4, 32, 32, 3), jnp.float32)
+  boxed = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), clip)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):  # constraints must match activation ranks
+    apply = lambda var, v: model.apply(var, v, train=False)
+    out = jax.eval_shape(apply, boxed, clip)
+    assert "sharding_constraint" in str(jax.make_jaxpr(apply)(boxed, clip))
+  assert out.shape == (2, 5) and out.dtype == jnp.float32
+  for path, leaf in jax.tree_util.tree_leaves_with_path(
+      boxed["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)):
+    assert isinstance(leaf, nn.LogicallyPartitioned), jax.tree_util.keystr(path)
+    assert len(leaf.names) == leaf.value.ndim, jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_compute_float32_params_and_drop_path_only_in_training(family):
+  config = dict(TINY[family], dtype="bfloat16")
+  config.update({"dropout_rate": 0.5} if family == "tsm" else {"drop_path_rate": 0.5})
+  model = models.build(config)
+  clip = video()
+  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip)
+  assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(variables))} == {jnp.dtype("float32")}
+  apply = lambda var, v: model.apply(var, v, train=False)
+  jaxpr = jax.make_jaxpr(apply)(variables, clip).jaxpr
+  operand_dtypes = {e.invars[0].aval.dtype for e in _all_eqns(jaxpr)
+                    if e.primitive.name in ("dot_general", "conv_general_dilated")}
+  assert operand_dtypes == {jnp.dtype("bfloat16")}
+
+  eval_logits = jax.jit(apply)(variables, clip)
+  assert eval_logits.shape == (2, 5) and eval_logits.dtype == jnp.float32
+  assert np.isfinite(np.asarray(eval_logits)).all()
+  np.testing.assert_array_equal(eval_logits, jax.jit(apply)(variables, clip))  # no rng needed at eval
+  train = jax.jit(lambda var, v, key: model.apply(var, v, train=True, rngs={"dropout": key},
+                                                  mutable=["batch_stats"])[0])
+  a, b = train(variables, clip, jax.random.key(1)), train(variables, clip, jax.random.key(2))
+  assert not np.allclose(a, b)  # stochastic depth / dropout active in training
+
+
+def _all_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in flops._sub_jaxprs(value):
+        yield from _all_eqns(sub)
+
+
+# ----------------------------------------------------------------------------- TokShift
+
+def test_token_shift_hand_example():
+  # One video, T=2 frames, 2 tokens (CLS + 1 patch), 4 channels, fold_div 4 -> fold 1.
+  x = np.array([[[1, 2, 3, 4], [5, 6, 7, 8]],            # frame 0: CLS, patch
+                [[11, 12, 13, 14], [15, 16, 17, 18]]],   # frame 1
+               np.float32)
+  expected = np.array([[[11, 0, 3, 4], [5, 6, 7, 8]],     # ch0 <- next frame, ch1 <- (none)
+                       [[0, 2, 13, 14], [15, 16, 17, 18]]],  # ch0 <- (none), ch1 <- previous
+                      np.float32)
+  np.testing.assert_array_equal(tokshift.token_shift(jnp.asarray(x), num_frames=2), expected)
+
+
+def test_token_shift_matches_loop_definition():
+  b, t, length, c, fold_div = 2, 3, 3, 8, 4
+  x = np.random.default_rng(0).normal(size=(b * t, length, c)).astype(np.float32)
+  out = np.asarray(tokshift.token_shift(jnp.asarray(x), num_frames=t, fold_div=fold_div))
+  fold = c // fold_div
+  v = x.reshape(b, t, length, c)
+  expected = v.copy()
+  for i, f, ch in itertools.product(range(b), range(t), range(2 * fold)):
+    src = f + 1 if ch < fold else f - 1
+    expected[i, f, 0, ch] = v[i, src, 0, ch] if 0 <= src < t else 0.0
+  np.testing.assert_array_equal(out, expected.reshape(b * t, length, c))
+
+
+def test_tokshift_without_shift_ignores_frame_order():
+  clip = video()
+  perm = clip[:, ::-1]
+  for shift, invariant in ((False, True), (True, False)):
+    model = models.build(dict(TINY["tokshift"], shift=shift, dtype="float32"))
+    variables = random_variables(model, clip)
+    same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
+    assert same == invariant, f"shift={shift}"
+
+
+# ----------------------------------------------------------------------------- TimeSformer
+
+def test_divided_block_equals_explicit_per_frame_computation():
+  b, t, n, d, heads = 2, 3, 4, 16, 2
+  block = timesformer.DividedBlock(num_frames=t, num_heads=heads)
+  x = jax.random.normal(jax.random.key(0), (b, 1 + n * t, d))
+  params = random_variables(block, x)["params"]
+  out = np.asarray(block.apply({"params": params}, x, train=False))
+
+  norm = lambda p, y: vit.layer_norm(dtype=jnp.float32, name=None).apply({"params": p}, y)
+  attn = lambda p, y: vit.Attention(heads).apply({"params": p}, y, train=False)
+  fc = lambda p, y: y @ p["kernel"] + p["bias"]
+  mlp = lambda p, y: vit.Mlp(4 * d).apply({"params": p}, y, train=False)
+  expected = np.zeros_like(out)
+  for i in range(b):
+    cls, tokens = x[i, 0], x[i, 1:].reshape(n, t, d)       # tokens (n, t), time fastest
+    # Temporal attention per patch over its t frames, CLS excluded.
+    tokens = jnp.stack([tokens[j] + fc(params["temporal_fc"], attn(params["temporal_attn"],
+                        norm(params["temporal_norm1"], tokens[j]))) for j in range(n)])
+    # Spatial attention per frame with the CLS; CLS outputs averaged over frames.
+    cls_out, new_tokens = [], tokens
+    for f in range(t):
+      frame = jnp.concatenate([cls[None], tokens[:, f]], axis=0)
+      res = attn(params["attn"], norm(params["norm1"], frame))
+      cls_out.append(res[0])
+      new_tokens = new_tokens.at[:, f].add(res[1:])
+    y = jnp.concatenate([(cls + jnp.mean(jnp.stack(cls_out), axis=0))[None],
+                         new_tokens.reshape(n * t, d)], axis=0)
+    expected[i] = y + mlp(params["mlp"], norm(params["norm2"], y))
+  np.testing.assert_allclose(out, expected, atol=2e-5)
+
+
+def test_temporal_fc_zero_init_makes_temporal_branch_inert():
+  model = models.build(dict(TINY["timesformer_divided"], dtype="float32"))
+  clip = video()
+  variables = nn.meta.unbox(jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip))
+  for i in range(VIT_TINY["depth"]):
+    fc = variables["params"][f"blocks_{i}"]["temporal_fc"]
+    assert not np.any(fc["kernel"]) and not np.any(fc["bias"])
+  perturbed = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 1.0 if "temporal_attn" in jax.tree_util.keystr(p) else x, variables)
+  np.testing.assert_allclose(forward(model, variables, clip), forward(model, perturbed, clip), atol=1e-6)
+
+
+def test_space_only_ignores_frame_order_divided_does_not():
+  clip = video()
+  perm = clip[:, jnp.array([2, 0, 3, 1])]
+  for variant, invariant in (("timesformer_space_only", True), ("timesformer_divided", False)):
+    model = models.build(dict(TINY[variant], dtype="float32"))
+    variables = random_variables(model, clip)
+    same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
+    assert same == invariant, variant
+
+
+def test_time_embed_nearest_resize():
+  emb = jnp.arange(4.0).reshape(1, 4, 1)
+  np.testing.assert_array_equal(vit.resize_time_embed(emb, 8)[0, :, 0], [0, 0, 1, 1, 2, 2, 3, 3])
+  np.testing.assert_array_equal(vit.resize_time_embed(emb, 2)[0, :, 0], [0, 2])
+  model = models.build(TINY["timesformer_divided"])   # num_frames=4, clip of 8 frames
+  clip = jax.ShapeDtypeStruct((1, 8, 32, 32, 3), jnp.float32)
+  out = jax.eval_shape(lambda v: model.apply(model.init(jax.random.key(0), v, train=False), v,
+                                             train=False), clip)
+  assert out.shape == (1, 5)
+
+
+# ----------------------------------------------------------------------------- TSM
+
+def test_temporal_shift_hand_example_both_directions():
+  # One video, T=3, 1x1 pixels, 8 channels, ratio 1/8 -> channel 0 and channel 1 move.
+  x = np.array([[10 * f + c for c in range(8)] for f in range(3)], np.float32).reshape(3, 1, 1, 8)
+  paddle = np.asarray(tsm.temporal_shift(jnp.asarray(x), 3, 1 / 8, "paddle")).reshape(3, 8)
+  np.testing.assert_array_equal(paddle, [[0, 11, 2, 3, 4, 5, 6, 7],      # ch0 <- t-1, ch1 <- t+1
+                                         [0, 21, 12, 13, 14, 15, 16, 17],
+                                         [10, 0, 22, 23, 24, 25, 26, 27]])
+  original = np.asarray(tsm.temporal_shift(jnp.asarray(x), 3, 1 / 8, "original")).reshape(3, 8)
+  np.testing.assert_array_equal(original, [[10, 0, 2, 3, 4, 5, 6, 7],    # ch0 <- t+1, ch1 <- t-1
+                                           [20, 1, 12, 13, 14, 15, 16, 17],
+                                           [0, 11, 22, 23, 24, 25, 26, 27]])
+
+
+def test_avg_pool_ceil_mode_on_odd_size():
+  x = np.arange(9.0, dtype=np.float32).reshape(1, 3, 3, 1)
+  expected = [[(0 + 1 + 3 + 4) / 4, (2 + 5) / 2], [(6 + 7) / 2, 8]]
+  np.testing.assert_allclose(np.asarray(tsm.avg_pool_ceil(jnp.asarray(x)))[0, :, :, 0], expected)
+
+
+# ----------------------------------------------------------------------------- Swin
+
+def _brute_index(window, table_window):
+  td, th, tw = table_window
+  coords = list(itertools.product(*[range(w) for w in window]))
+  out = np.zeros((len(coords), len(coords)), np.int64)
+  for i, q in enumerate(coords):
+    for j, k in enumerate(coords):
+      dd, dh, dw = q[0] - k[0], q[1] - k[1], q[2] - k[2]
+      out[i, j] = (dd + td - 1) * (2 * th - 1) * (2 * tw - 1) + (dh + th - 1) * (2 * tw - 1) + (dw + tw - 1)
+  return out
+
+
+def test_relative_position_index_vs_brute_force():
+  full = swin.relative_position_index((8, 7, 7))
+  assert full.shape == (392, 392) and full.max() == 2534 and full.min() == 0
+  np.testing.assert_array_equal(full, _brute_index((8, 7, 7), (8, 7, 7)))
+  # Paddle example: (dd, dh, dw) -> (dd+7)*169 + (dh+6)*13 + (dw+6)
+  q, k = (3 * 49 + 2 * 7 + 5), (1 * 49 + 6 * 7 + 0)   # (3,2,5) vs (1,6,0)
+  assert full[q, k] == (2 + 7) * 169 + (-4 + 6) * 13 + (5 + 6)
+  for window in ((2, 7, 7), (8, 3, 5)):   # clipped windows index the full-size table
+    np.testing.assert_array_equal(swin.relative_position_index(window, (8, 7, 7)),
+                                  _brute_index(window, (8, 7, 7)))
+  n = 2 * 49   # time-only clipping equals Paddle's relative_position_index[:N, :N]
+  np.testing.assert_array_equal(swin.relative_position_index((2, 7, 7), (8, 7, 7)), full[:n, :n])
+
+
+def _region(x, size, window, shift):
+  if shift == 0:
+    return 0
+  return 0 if x < size - window else (1 if x < size - shift else 2)
+
+
+@pytest.mark.parametrize("dims,window,shift", [((4, 6, 6), (2, 3, 3), (1, 1, 1)),
+                                               ((4, 8, 6), (2, 4, 3), (1, 2, 0))])
+def test_shifted_window_mask_vs_brute_force(dims, window, shift):
+  mask = swin.shifted_window_mask(dims, window, shift)
+  grid = [range(0, s, w) for s, w in zip(dims, window)]
+  offsets = list(itertools.product(*[range(w) for w in window]))
+  expected = np.zeros((math.prod(len(g) for g in grid), len(offsets), len(offsets)), np.float32)
+  for wi, origin in enumerate(itertools.product(*grid)):
+    regions = [tuple(_region(o + off, s, w, sh) for o, off, s, w, sh in
+                     zip(origin, offset, dims, window, shift)) for offset in offsets]
+    for i, j in itertools.product(range(len(offsets)), repeat=2):
+      expected[wi, i, j] = 0.0 if regions[i] == regions[j] else -100.0
+  np.testing.assert_array_equal(mask, expected)
+  assert set(np.unique(mask)) <= {0.0, -100.0}
+
+
+def test_mask_has_27_regions_and_window_clipping():
+  regions = swin.window_regions((16, 14, 14), (8, 7, 7), (4, 3, 3))
+  assert len(np.unique(regions)) == 27
+  assert swin.clip_window((16, 56, 56), (8, 7, 7), (4, 3, 3)) == ((8, 7, 7), (4, 3, 3))
+  assert swin.clip_window((16, 7, 7), (8, 7, 7), (4, 3, 3)) == ((8, 7, 7), (4, 0, 0))
+  assert swin.clip_window((4, 56, 56), (8, 7, 7), (4, 3, 3)) == ((4, 7, 7), (0, 3, 3))
+  x = np.arange(2 * 4 * 6 * 6 * 3).reshape(2, 4, 6, 6, 3)
+  np.testing.assert_array_equal(swin.window_reverse(swin.window_partition(x, (2, 3, 3)), (2, 3, 3),
+                                                    (4, 6, 6)), x)
+
+
+def test_swin_runs_on_sizes_that_need_padding():
+  model = models.build(TINY["swin"])
+  clip = jax.ShapeDtypeStruct((1, 3, 28, 20, 3), jnp.float32)   # pads time to 4, tokens 7x5
+  out = jax.eval_shape(lambda v: model.apply(model.init(jax.random.key(0), v, train=False), v,
+                                             train=False), clip)
+  assert out.shape == (1, 5)
+
+
+# ----------------------------------------------------------------------------- counts
+
+@pytest.mark.parametrize("entry", [e for e in flops.PUBLISHED if e["params"] or e["gmacs"]],
+                         ids=lambda e: e["label"])
+def test_full_size_params_and_macs_match_published(entry):
+  cfg = entry["model"]
+  params, macs = flops.measure(models.build(cfg), cfg["num_frames"], cfg["image_size"])
+  if entry["params"]:
+    assert abs(params - entry["params"]) / entry["params"] < 0.015, params
+  if entry["gmacs"]:
+    assert abs(macs.total() / 1e9 - entry["gmacs"]) / entry["gmacs"] < 0.08, macs
+
+
+def test_count_macs_dense_conv_and_nested():
+  x = jax.ShapeDtypeStruct((2, 5, 7), jnp.float32)
+  dense = nn.Dense(11)
+  dense_vars = jax.eval_shape(dense.init, jax.random.key(0), x)
+  assert flops.count_macs(dense.apply, dense_vars, x) == 2 * 5 * 7 * 11
+
+  img = jax.ShapeDtypeStruct((2, 9, 9, 6), jnp.float32)
+  conv = nn.Conv(8, (3, 3), strides=2, padding=((1, 1), (1, 1)), feature_group_count=2)
+  conv_vars = jax.eval_shape(conv.init, jax.random.key(0), img)
+  assert flops.count_macs(conv.apply, conv_vars, img) == 2 * 5 * 5 * 8 * (3 * 3 * 6 // 2)
+
+  w = jax.ShapeDtypeStruct((7, 7), jnp.float32)
+  def looped(w, x):   # scan x3 of a jitted, rematerialised matmul
+    step = jax.checkpoint(jax.jit(lambda c: c @ w))
+    return jax.lax.scan(lambda c, _: (step(c), None), x, None, length=3)[0]
+  assert flops.count_macs(looped, w, x) == 3 * 2 * 5 * 7 * 7
+  attention = lambda q: jnp.einsum("bqd,bkd->bqk", q, q)   # batched matmul: counted apart
+  assert flops.macs_by_kind(attention, x) == {"batched_matmul": 2 * 5 * 5 * 7}
+  assert flops.count_params({"a": jnp.zeros((3, 4)), "b": {"c": jnp.zeros(5)}}) == 17
+
+
+def test_flops_cli_reads_a_config_file(tmp_path, capsys):
+  path = tmp_path / "tiny.py"
+  path.write_text(textwrap.dedent(f"""
+      import ml_collections
+      def get_config(arg=None):
+        config = ml_collections.ConfigDict()
+        config.model = ml_collections.ConfigDict({TINY['tokshift']!r})
+        config.model.depth = 1 if arg == 'depth=1' else 2
+        return config
+      """))
+  assert flops.main(["--config", f"{path}:depth=1"]) == 0
+  out = capsys.readouterr().out
+  model = models.build(dict(TINY["tokshift"], depth=1))
+  params, _ = flops.measure(model, 4, 32)
+  assert f"params {params:,}" in out and "GMACs" in out

@@ -1,0 +1,272 @@
+"""Decoding video files and writing prepared datasets (vidtx.data.prepare)."""
+import fractions
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from vidtx.data import format as data_format
+from vidtx.data import prepare, sources
+from vidtx.data.synthetic import write_video
+from vidtx.errors import VidtxError
+
+NTSC = fractions.Fraction(30000, 1001)
+
+
+def grey_ramp(num_frames, height, width):
+  """Frames [T, H, W, 3] whose grey level tells the frame index: 10 + 8 * index."""
+  levels = 10 + 8 * np.arange(num_frames, dtype=np.uint8)
+  return np.broadcast_to(levels[:, None, None, None], (num_frames, height, width, 3)).copy()
+
+
+def frame_levels(jpeg_frames):
+  return [float(tf.io.decode_jpeg(j).numpy().mean()) for j in jpeg_frames]
+
+
+def index_of(level):
+  return round((level - 10) / 8)
+
+
+# ----------------------------------------------------------------------------- a small UCF101 tree
+GOOD = {  # video id -> (split, class, codec, (height, width), frames, fps)
+    "v_ClassA_g01_c01": ("test", "ClassA", "mpeg4", (60, 80), 20, 25),
+    "v_ClassA_g02_c01": ("train", "ClassA", "h264", (96, 48), 30, NTSC),  # portrait, 29.97 fps
+    "v_ClassB_g01_c01": ("test", "ClassB", "mpeg4", (48, 64), 5, 25),  # shorter than 8 frames
+    "v_ClassB_g02_c01": ("train", "ClassB", "h264", (60, 100), 10, 12),
+}
+BROKEN = {  # video id -> (split, class, what is wrong, expected words in the reason)
+    "v_ClassA_g03_c01": ("train", "ClassA", "truncated", "truncated"),
+    "v_ClassB_g03_c01": ("train", "ClassB", "empty", "empty"),
+    "v_ClassC_g01_c01": ("train", "ClassC", "text", "cannot be opened"),
+    "v_ClassC_g02_c01": ("test", "ClassC", "missing", "not found"),
+}
+EXT = {"mpeg4": ".avi", "h264": ".mp4"}
+
+
+def make_ucf_tree(root):
+  videos, annotations = os.path.join(root, "videos"), os.path.join(root, "annotations")
+  os.makedirs(annotations)
+  lines = {"train": [], "test": []}
+  classes = ["ClassA", "ClassB", "ClassC"]
+  for video_id, (split, cls, codec, (h, w), n, fps) in GOOD.items():
+    rel = f"{cls}/{video_id}{EXT[codec]}"
+    os.makedirs(os.path.join(videos, cls), exist_ok=True)
+    write_video(os.path.join(videos, rel), grey_ramp(n, h, w), fps=fps, codec=codec)
+    lines[split].append(rel)
+  for video_id, (split, cls, what, _) in BROKEN.items():
+    rel = f"{cls}/{video_id}.avi"
+    path = os.path.join(videos, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if what == "truncated":
+      write_video(path, np.random.default_rng(0).integers(0, 255, (40, 48, 64, 3), np.uint8))
+      data = open(path, "rb").read()
+      open(path, "wb").write(data[:len(data) * 2 // 5])
+    elif what == "empty":
+      open(path, "wb").close()
+    elif what == "text":
+      open(path, "w").write("this is not a video\n")
+    lines[split].append(rel)
+  with open(os.path.join(annotations, "classInd.txt"), "w") as f:
+    f.write("".join(f"{i + 1} {c}\r\n" for i, c in enumerate(classes)))  # UCF101's CRLF
+  with open(os.path.join(annotations, "trainlist01.txt"), "w") as f:
+    f.write("".join(f"{rel} {classes.index(rel.split('/')[0]) + 1}\r\n" for rel in lines["train"]))
+  with open(os.path.join(annotations, "testlist01.txt"), "w") as f:
+    f.write("".join(f"{rel}\r\n" for rel in lines["test"]))
+  return videos, annotations
+
+
+@pytest.fixture(scope="module")
+def ucf_tree(tmp_path_factory):
+  return make_ucf_tree(str(tmp_path_factory.mktemp("ucf")))
+
+
+def prepare_ucf(ucf_tree, out, **kwargs):
+  splits, names, failures = sources.ucf101_splits(*ucf_tree, split=1)
+  kwargs = dict(dict(short_side=32, workers=1, videos_per_shard=1, source="UCF101 split 1",
+                     verbose=False), **kwargs)
+  return prepare.prepare_dataset(out, splits, names, failures=failures, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def prepared(ucf_tree, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("prepared"))
+  info = prepare_ucf(ucf_tree, out)
+  return out, info
+
+
+def shard_bytes(data_dir):
+  return {name: open(os.path.join(data_dir, name), "rb").read()
+          for name in sorted(os.listdir(data_dir)) if ".tfrecord-" in name}
+
+
+# ----------------------------------------------------------------------------- decode_video
+def test_output_size_keeps_aspect_for_landscape_and_portrait():
+  assert prepare.output_size(320, 240, 256) == (341, 256)
+  assert prepare.output_size(240, 320, 256) == (256, 341)
+  assert prepare.output_size(320, 240, None) == (320, 240)
+  assert prepare.output_size(320, 240, 0) == (320, 240)
+
+
+def test_frames_before_counts_output_frames_by_time():
+  assert prepare.frames_before(0.0, 10.0, 1.0) == 10  # the frame at exactly t is not before t
+  assert prepare.frames_before(0.0, 10.0, 1.0 + 1e-9) == 10
+  assert prepare.frames_before(0.0, 10.0, 1.05) == 11
+  assert prepare.frames_before(2.0, 25.0, 1.0) == 0
+
+
+def test_decode_resizes_the_short_side_and_resamples_fractional_rates(tmp_path):
+  path = str(tmp_path / "ntsc.mp4")
+  write_video(path, grey_ramp(30, 96, 48), fps=NTSC, codec="h264")
+  full = prepare.decode_video(path, short_side=32)
+  assert (full.width, full.height, full.codec) == (32, 64, "h264")
+  assert len(full.jpeg_frames) == 30 and abs(full.fps - 30000 / 1001) < 1e-6
+  assert [index_of(x) for x in frame_levels(full.jpeg_frames)] == list(range(30))
+  # 30 frames at 29.97 fps last 1.001 s: 11 frames at 10 fps, each the frame shown at k / 10 s.
+  ten = prepare.decode_video(path, short_side=32, fps=10)
+  assert ten.fps == 10.0
+  assert [index_of(x) for x in frame_levels(ten.jpeg_frames)] == [
+      int(k / 10 * 30000 / 1001 + 1e-9) for k in range(11)]
+  capped = prepare.decode_video(path, short_side=32, fps=60, max_frames=7)
+  assert [index_of(x) for x in frame_levels(capped.jpeg_frames)] == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_decode_errors_name_the_file_and_the_reason(tmp_path):
+  empty = tmp_path / "empty.avi"
+  empty.write_bytes(b"")
+  text = tmp_path / "notes.avi"
+  text.write_text("not a video")
+  for path, words in [(tmp_path / "missing.avi", "no such file"), (empty, "empty"),
+                      (text, "cannot be opened"), (tmp_path, "directory")]:
+    with pytest.raises(VidtxError, match=words) as e:
+      prepare.decode_video(str(path))
+    assert str(path) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- prepare_dataset
+def test_prepared_dataset_holds_exactly_the_good_videos(prepared):
+  out, _ = prepared
+  builder = tfds.builder_from_directory(out)
+  assert builder.info.features["label"].names == ["ClassA", "ClassB", "ClassC"]
+  assert data_format.read_label_map(out) == ["ClassA", "ClassB", "ClassC"]
+  for split in ("train", "test"):
+    got = {}
+    for ex in builder.as_dataset(split=split, decoders={"video": tfds.decode.SkipDecoding()}):
+      got[ex["video_id"].numpy().decode()] = ex
+    assert sorted(got) == sorted(k for k, v in GOOD.items() if v[0] == split)
+    for video_id, ex in got.items():
+      _, cls, _, (h, w), n, fps = GOOD[video_id]
+      assert ex["label_text"].numpy().decode() == cls
+      assert int(ex["label"]) == ["ClassA", "ClassB", "ClassC"].index(cls)
+      assert int(ex["num_frames"]) == n == len(ex["video"])
+      assert abs(float(ex["fps"]) - float(fps)) < 1e-3
+      first = tf.io.decode_jpeg(ex["video"][0]).numpy()
+      assert min(first.shape[:2]) == 32 and (first.shape[0] > first.shape[1]) == (h > w)
+
+
+def test_report_and_info_list_every_skipped_video(prepared):
+  out, info = prepared
+  report = open(os.path.join(out, prepare.REPORT_FILE)).read()
+  for video_id, (split, _, _, words) in BROKEN.items():
+    line = next(x for x in report.splitlines() if f"\t{video_id}\t" in x)
+    assert line.startswith(split) and words in line, line
+  on_disk = data_format.read_prepare_info(out)
+  assert on_disk == info
+  assert info["source"] == "UCF101 split 1" and info["short_side"] == 32
+  assert info["jpeg_quality"] == 90 and info["fps"] is None
+  assert info["codecs"] == {"h264": 2, "mpeg4": 2}
+  assert info["failed"] == 4 and info["empty_splits"] == []
+  assert {k: (v["videos"], v["failed"]) for k, v in info["splits"].items()} == {
+      "train": (2, 3), "test": (2, 1)}
+  assert info["splits"]["test"]["frames_min"] == 5
+  assert info["vidtx_version"] and info["command"]
+  assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
+
+
+def test_rerun_is_a_no_op_and_other_settings_need_overwrite(prepared, ucf_tree):
+  out, info = prepared
+  before = shard_bytes(out)
+  assert prepare_ucf(ucf_tree, out) == info
+  assert shard_bytes(out) == before
+  with pytest.raises(VidtxError, match="overwrite"):
+    prepare_ucf(ucf_tree, out, short_side=24)
+
+
+def test_interrupted_run_resumes_to_identical_bytes(prepared, ucf_tree, tmp_path, monkeypatch):
+  out = str(tmp_path / "resumed")
+  real, calls = prepare._run_shard, []
+
+  def interrupted_after_three(*args):
+    if len(calls) == 3:
+      raise KeyboardInterrupt
+    calls.append(args[0])
+    return real(*args)
+
+  monkeypatch.setattr(prepare, "_run_shard", interrupted_after_three)
+  with pytest.raises(KeyboardInterrupt):
+    prepare_ucf(ucf_tree, out)
+  assert not data_format.is_prepared(out)
+  resumed = []
+  monkeypatch.setattr(prepare, "_run_shard", lambda *a: resumed.append(a[0]) or real(*a))
+  prepare_ucf(ucf_tree, out)
+  total = len(GOOD) + len(BROKEN) - 1  # the missing file never reaches a shard
+  assert len(resumed) == total - 3 and not set(resumed) & set(calls)
+  assert shard_bytes(out) == shard_bytes(prepared[0])
+
+
+def test_interruption_while_finishing_recovers(prepared, ucf_tree, tmp_path, monkeypatch):
+  out = str(tmp_path / "finishing")
+
+  def crash(*args, **kwargs):
+    raise KeyboardInterrupt
+  with monkeypatch.context() as m:
+    m.setattr(data_format, "write_metadata", crash)
+    with pytest.raises(KeyboardInterrupt):
+      prepare_ucf(ucf_tree, out)
+  monkeypatch.setattr(prepare, "_run_shard", lambda *a: pytest.fail("shards were redone"))
+  prepare_ucf(ucf_tree, out)
+  assert shard_bytes(out) == shard_bytes(prepared[0])
+
+
+def test_worker_processes_write_the_same_bytes(prepared, ucf_tree, tmp_path):
+  out = str(tmp_path / "parallel")
+  prepare_ucf(ucf_tree, out, workers=2)
+  assert shard_bytes(out) == shard_bytes(prepared[0])
+
+
+def test_split_without_usable_videos_is_left_out_clearly(ucf_tree, tmp_path):
+  splits, names, failures = sources.ucf101_splits(*ucf_tree, split=1)
+  broken = [e for e in splits["train"] if e.video_id in BROKEN]
+  out = str(tmp_path / "partial")
+  info = prepare.prepare_dataset(out, {"train": splits["test"], "test": broken}, names,
+                                 short_side=16, workers=1, verbose=False)
+  assert info["empty_splits"] == ["test"]
+  assert list(tfds.builder_from_directory(out).info.splits) == ["train"]
+  with pytest.raises(VidtxError, match="no video could be prepared"):
+    prepare.prepare_dataset(str(tmp_path / "none"), {"train": broken}, names, workers=1,
+                            verbose=False)
+  assert os.path.exists(tmp_path / "none" / prepare.REPORT_FILE)
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+  entry = sources.VideoEntry("x.avi", 3, "x")
+  with pytest.raises(VidtxError, match="label 3"):
+    prepare.prepare_dataset(str(tmp_path), {"train": [entry]}, ["a", "b"], verbose=False)
+  with pytest.raises(VidtxError, match="unique"):
+    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a", "a"], verbose=False)
+  with pytest.raises(VidtxError, match="jpeg_quality"):
+    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], jpeg_quality=0, verbose=False)
+
+
+def test_shard_plan_is_deterministic_and_mixes_classes():
+  settings = prepare._Settings(256, None, None, 90, ("a", "b"))
+  entries = [sources.VideoEntry(f"/v/{c}/{i}.avi", label, f"{c}{i}")
+             for label, c in enumerate("ab") for i in range(50)]
+  plan = prepare.plan_shards("train", entries, settings, videos_per_shard=20)
+  assert [len(s.entries) for s in plan] == [20] * 5
+  assert plan == prepare.plan_shards("train", entries[::-1], settings, videos_per_shard=20)
+  assert all(len({e.label for e in s.entries}) == 2 for s in plan)
+  assert len(prepare.plan_shards("train", entries, settings, videos_per_shard=20, num_shards=3)) == 3
+  json.dumps([s.fingerprint for s in plan])  # plain strings

@@ -1,0 +1,145 @@
+"""TimeSformer and PP-TimeSformer (PaddleVideo `VisionTransformer` / `VisionTransformer_tweaks`).
+
+attention_type:
+  - 'divided_space_time': temporal attention over each patch's T tokens (no CLS), a
+    zero-initialised `temporal_fc`, then spatial attention per frame with the global CLS
+    replicated into every frame and its outputs averaged over T; then the MLP.
+  - 'joint_space_time': plain attention over the CLS and all T*N patch tokens.
+  - 'space_only': a ViT per frame with a per-frame CLS; the token arrays are averaged over
+    frames before the final LayerNorm. No time embedding, so it is invariant to frame order
+    (the "temporal mixing off" baseline).
+Tokens are ordered (h, w, t), time fastest, as in Paddle. `time_embed` [1, num_frames, D]
+is nearest-interpolated when the clip has a different frame count. PP-TimeSformer is
+`qkv_bias=False`. `norm_epsilon` is the LayerNorm eps inside the blocks (Paddle 1e-6,
+mx-mark 1e-5); the final `norm` is always 1e-6.
+
+Parameter names (Paddle `backbone.X` / `head.X` -> ours; '.' -> '/', `blocks.i` -> `blocks_i`):
+  cls_token, pos_embed [1,1+N,D], time_embed [1,T,D] (not in space_only),
+  patch_embed/proj/{kernel HWIO, bias}, blocks_i/{norm1,norm2,temporal_norm1}/{scale,bias},
+  blocks_i/{attn,temporal_attn}/{qkv,proj}/{kernel [in,out], bias},
+  blocks_i/temporal_fc/{kernel,bias}, blocks_i/mlp/{fc1,fc2}, norm, head/fc.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vidtx.models import vit
+
+ATTENTION_TYPES = ("divided_space_time", "space_only", "joint_space_time")
+
+
+class DividedBlock(nn.Module):
+  """Divided space-time block. x: [B, 1 + N*T, D], tokens (n, t) with t fastest."""
+  num_frames: int
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path: float = 0.0
+  dropout_rate: float = 0.0
+  attention_impl: str = "xla"
+  norm_epsilon: float = vit.LN_EPS
+  dtype: jnp.dtype = jnp.float32
+
+  def norm(self, name: str):
+    return vit.layer_norm(dtype=self.dtype, epsilon=self.norm_epsilon, name=name)
+
+  def attention(self, name: str):
+    return vit.Attention(self.num_heads, self.qkv_bias, self.dropout_rate, self.attention_impl,
+                         self.dtype, name=name)
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    b, length, d = x.shape
+    t = self.num_frames
+    n = (length - 1) // t
+    drop = vit.DropPath(self.drop_path)
+    cls, patches = x[:, :1], x[:, 1:]
+
+    # Temporal: each patch attends over its T frames; the CLS token does not take part.
+    xt = patches.reshape(b * n, t, d)
+    res = drop(self.attention("temporal_attn")(
+        self.norm("temporal_norm1")(xt), train=train), train=train)
+    res = vit.dense(d, ("heads", "embed"), dtype=self.dtype,
+                    kernel_init=nn.initializers.zeros, name="temporal_fc")(res.reshape(b, n * t, d))
+    patches = patches + res
+
+    # Spatial: per frame, with the global CLS replicated into every frame.
+    xs = patches.reshape(b, n, t, d).transpose(0, 2, 1, 3).reshape(b * t, n, d)
+    xs = jnp.concatenate([jnp.repeat(cls, t, axis=0), xs], axis=1)
+    res = drop(self.attention("attn")(self.norm("norm1")(xs), train=train),
+               train=train)
+    res_cls = res[:, :1].reshape(b, t, d).mean(axis=1, keepdims=True)
+    res_patches = res[:, 1:].reshape(b, t, n, d).transpose(0, 2, 1, 3).reshape(b, n * t, d)
+    x = jnp.concatenate([cls + res_cls, patches + res_patches], axis=1)
+
+    y = self.norm("norm2")(x)
+    y = vit.Mlp(int(d * self.mlp_ratio), self.dropout_rate, self.dtype, name="mlp")(y, train=train)
+    x = x + drop(y, train=train)
+    return vit.constrain(x, "act_batch", "act_len", "act_embed")
+
+
+class TimeSformer(nn.Module):
+  """video [B, T, H, W, 3] -> logits [B, num_classes] (float32)."""
+  num_classes: int = 400
+  num_frames: int = 8
+  image_size: int = 224
+  dtype: str = "bfloat16"
+  attention_type: str = "divided_space_time"
+  patch_size: int = 16
+  hidden_size: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path_rate: float = 0.1
+  dropout_rate: float = 0.0
+  norm_epsilon: float = vit.LN_EPS
+  attention_impl: str = "xla"
+
+  @nn.compact
+  def __call__(self, video, *, train: bool):
+    vit.check_video(video, "timesformer")
+    vit.check_choice("timesformer", "attention_type", self.attention_type, ATTENTION_TYPES)
+    vit.check_choice("timesformer", "attention_impl", self.attention_impl, vit.ATTENTION_IMPLS)
+    dtype = vit.compute_dtype(self.dtype)
+    b, t, h, w, _ = video.shape
+    d = self.hidden_size
+    video = vit.constrain(video.astype(dtype), "act_batch", "act_time", None, None, None)
+    grid = (self.image_size // self.patch_size,) * 2
+    x = vit.PatchEmbed(d, (self.patch_size,) * 2, dtype=dtype, name="patch_embed")(
+        video.reshape(b * t, h, w, 3))
+    x = x.reshape(b * t, -1, d)
+    n = x.shape[1]
+    cls = vit.embedding_param(self, "cls_token", (1, 1, d))
+    pos = vit.embedding_param(self, "pos_embed", (1, 1 + grid[0] * grid[1], d))
+    pos = vit.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
+    dropout = nn.Dropout(self.dropout_rate)
+    space_only = self.attention_type == "space_only"
+    if space_only:
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b * t, 1, d)), x], axis=1) + pos
+      x = dropout(x, deterministic=not train)
+    else:
+      # One global CLS (Paddle takes it from the first frame rows, all equal to cls + pos[0]).
+      cls = jnp.broadcast_to((cls.astype(dtype) + pos[:, :1]), (b, 1, d))
+      patches = (x + pos[:, 1:]).reshape(b, t, n, d).transpose(0, 2, 1, 3)
+      time = vit.resize_time_embed(vit.embedding_param(self, "time_embed", (1, self.num_frames, d),
+                                                       nn.initializers.zeros), t)
+      patches = patches + time[:, None].astype(dtype)
+      x = jnp.concatenate([cls, patches.reshape(b, n * t, d)], axis=1)
+      x = dropout(x, deterministic=not train)
+    x = vit.constrain(x, "act_batch", "act_len", "act_embed")
+
+    for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, self.depth)):
+      common = dict(mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=rate,
+                    dropout_rate=self.dropout_rate, attention_impl=self.attention_impl,
+                    norm_epsilon=self.norm_epsilon, dtype=dtype, name=f"blocks_{i}")
+      if self.attention_type == "divided_space_time":
+        x = DividedBlock(t, self.num_heads, **common)(x, train=train)
+      else:
+        x = vit.Block(self.num_heads, **common)(x, train=train)
+
+    if space_only:
+      x = x.reshape(b, t, n + 1, d).mean(axis=1)
+    x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
+    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)

@@ -1,0 +1,269 @@
+"""Shared transformer pieces: patch embedding, attention, MLP, drop path, pre-norm block.
+
+TokShift, TimeSformer, ViViT and Video Swin build on these; none keeps its own copy.
+
+Parameter layout (what `vidtx.convert` relies on):
+  - Dense kernels are `[in, out]`, which is Paddle's `Linear.weight` as is.
+  - Conv kernels are HWIO (2D) / DHWIO (3D): Paddle `[out, in, (d,) h, w]` transposed.
+  - `attn/qkv` is one Dense `dim -> 3 * dim` whose output is ordered `(3, heads, head_dim)`,
+    exactly as Paddle's `qkv.weight`, so it copies without reshuffling.
+  - LayerNorm `scale`/`bias` are Paddle's `weight`/`bias`.
+
+Logical axis names (docs/architecture.md): parameters `embed`, `mlp`, `heads` (the fused qkv
+output and the attention projection input), `classes`, `norm` (LayerNorm / BatchNorm), `conv_in`,
+`conv_out` (TSM); kernel spatial dims, table rows and the RGB input channels are None.
+Activations `act_batch`, `act_time`, `act_len`, `act_embed`, `act_mlp`, `act_heads`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vidtx.errors import VidtxError
+
+LN_EPS = 1e-6
+ATTENTION_IMPLS = ("xla", "cudnn")
+
+trunc_normal = nn.initializers.truncated_normal
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+  """'bfloat16' | 'float32' -> dtype (the model's compute dtype; params stay float32)."""
+  if name not in ("bfloat16", "float32", "float16"):
+    raise VidtxError(f"config.model.dtype={name!r}; expected 'bfloat16' or 'float32'")
+  return jnp.dtype(name)
+
+
+def constrain(x: jax.Array, *names: str | None) -> jax.Array:
+  """Logical sharding constraint; a no-op outside a mesh / rules context."""
+  return nn.with_logical_constraint(x, names)
+
+
+def token_names(ndim: int, last: str) -> tuple[str | None, ...]:
+  """Logical names for a [batch, (len | spatial dims...), features] activation."""
+  if ndim == 3:
+    return ("act_batch", "act_len", last)
+  return ("act_batch",) + (None,) * (ndim - 2) + (last,)
+
+
+def check_video(video: jax.Array, model: str) -> None:
+  if video.ndim != 5 or video.shape[-1] != 3:
+    raise VidtxError(f"{model}: video must be [batch, time, height, width, 3], got shape {video.shape}")
+
+
+def check_choice(model: str, field: str, value, choices: Sequence) -> None:
+  if value not in choices:
+    raise VidtxError(f"{model}: {field}={value!r}; expected one of {list(choices)}")
+
+
+def dense(features: int, names: tuple[str | None, str | None], *, dtype, name: str,
+          use_bias: bool = True, kernel_init=trunc_normal(0.02),
+          bias_init=nn.initializers.zeros) -> nn.Dense:
+  """nn.Dense with float32 params and logical names `names` on the `[in, out]` kernel."""
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32, name=name,
+      kernel_init=nn.with_logical_partitioning(kernel_init, names),
+      bias_init=nn.with_logical_partitioning(bias_init, names[1:]))
+
+
+def layer_norm(*, dtype, name: str, epsilon: float = LN_EPS) -> nn.LayerNorm:
+  return nn.LayerNorm(
+      epsilon=epsilon, dtype=dtype, param_dtype=jnp.float32, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))
+
+
+def embedding_param(module: nn.Module, name: str, shape: tuple[int, ...], init=trunc_normal(0.02)):
+  """A `[1, ..., embed]` learned embedding (cls token, position / time embedding)."""
+  names = (None,) * (len(shape) - 1) + ("embed",)
+  return module.param(name, nn.with_logical_partitioning(init, names), shape, jnp.float32)
+
+
+def nearest_indices(src: int, dst: int) -> np.ndarray:
+  """Source index per output index for nearest resizing src -> dst (Paddle/torch 'nearest')."""
+  return np.floor(np.arange(dst) * (src / dst)).astype(np.int32)
+
+
+def resize_time_embed(time_embed: jax.Array, num_frames: int) -> jax.Array:
+  """[1, T0, D] -> [1, T, D] by nearest interpolation (Paddle's rule when T != T0)."""
+  if time_embed.shape[1] == num_frames:
+    return time_embed
+  return time_embed[:, nearest_indices(time_embed.shape[1], num_frames)]
+
+
+def resize_pos_embed(pos_embed: jax.Array, grid: tuple[int, int]) -> jax.Array:
+  """[1, 1 + P*P, D] -> [1, 1 + h*w, D]: patch grid resized nearest, CLS position kept."""
+  n = pos_embed.shape[1] - 1
+  side = int(round(n ** 0.5))
+  if grid == (side, side):
+    return pos_embed
+  patches = pos_embed[:, 1:].reshape(1, side, side, -1)
+  patches = patches[:, nearest_indices(side, grid[0])][:, :, nearest_indices(side, grid[1])]
+  return jnp.concatenate([pos_embed[:, :1], patches.reshape(1, grid[0] * grid[1], -1)], axis=1)
+
+
+def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
+  """Softmax attention.
+
+  q, k, v: [..., L, heads, head_dim]; bias: broadcastable to [..., heads, Lq, Lk].
+  Returns [..., Lq, heads, head_dim]. 'xla' is an einsum with float32 logits and softmax;
+  'cudnn' is jax.nn.dot_product_attention(implementation='cudnn') (bf16/fp16 on sm80+).
+  """
+  scale = q.shape[-1] ** -0.5
+  if impl == "cudnn":
+    lead = q.shape[:-3]
+    flat = lambda a: a.reshape((-1,) + a.shape[-3:])
+    if bias is not None:
+      bias = jnp.broadcast_to(bias, lead + bias.shape[-3:]).reshape((-1,) + bias.shape[-3:])
+      bias = bias.astype(q.dtype)
+    out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias=bias, scale=scale,
+                                       implementation="cudnn")
+    return out.reshape(q.shape)
+  logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  return jnp.einsum("...hqk,...khd->...qhd", probs, v)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: zeroes whole rows of x (leading axis) with prob `rate`, scales the rest by 1/keep.
+
+  As in Paddle/timm, a "sample" is whatever the leading axis holds where it is applied
+  (a frame in TokShift, a (video, patch) pair in TimeSformer's temporal branch).
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    if not train or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with one fused qkv Dense; x: [..., L, D] -> [..., L, D].
+
+  `bias` (optional, [..., heads, L, L]) is added to the logits (Swin's relative position bias
+  and shift mask). Subclasses add parameters by overriding `attention_bias`.
+  """
+  num_heads: int
+  qkv_bias: bool = True
+  dropout_rate: float = 0.0
+  attention_impl: str = "xla"
+  dtype: jnp.dtype = jnp.float32
+
+  def attention_bias(self, length: int):
+    return None
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, bias=None):
+    dim = x.shape[-1]
+    head_dim = dim // self.num_heads
+    qkv = dense(3 * dim, ("embed", "heads"), dtype=self.dtype, use_bias=self.qkv_bias, name="qkv")(x)
+    qkv = qkv.reshape(x.shape[:-1] + (3, self.num_heads, head_dim))
+    q, k, v = (qkv[..., i, :, :] for i in range(3))
+    names = ("act_batch",) + (None,) * (q.ndim - 4) + ("act_len", "act_heads", None)
+    q, k, v = (constrain(t, *names) for t in (q, k, v))
+    own = self.attention_bias(x.shape[-2])
+    if own is not None:
+      bias = own if bias is None else own + bias
+    out = dot_product_attention(q, k, v, bias, impl=self.attention_impl)
+    out = dense(dim, ("heads", "embed"), dtype=self.dtype, name="proj")(out.reshape(x.shape))
+    return nn.Dropout(self.dropout_rate)(out, deterministic=not train)
+
+
+class Mlp(nn.Module):
+  """fc1 -> GELU (exact, erf) -> dropout -> fc2 -> dropout; x: [..., D] -> [..., D]."""
+  hidden: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    dim = x.shape[-1]
+    y = dense(self.hidden, ("embed", "mlp"), dtype=self.dtype, name="fc1")(x)
+    y = constrain(y, *token_names(y.ndim, "act_mlp"))
+    y = nn.Dropout(self.dropout_rate)(nn.gelu(y, approximate=False), deterministic=not train)
+    y = dense(dim, ("mlp", "embed"), dtype=self.dtype, name="fc2")(y)
+    return nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+
+
+class PatchEmbed(nn.Module):
+  """Non-overlapping patches (2D or 3D tubelets) -> embeddings, optionally followed by LayerNorm.
+
+  x: [N, (T,) H, W, 3] -> [N, (T',) H', W', D]. Kernel HWIO / DHWIO named `proj`.
+  """
+  embed_dim: int
+  patch_size: tuple[int, ...]
+  norm: bool = False
+  norm_epsilon: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    names = (None,) * (len(self.patch_size) + 1) + ("embed",)
+    x = nn.Conv(
+        self.embed_dim, kernel_size=self.patch_size, strides=self.patch_size, padding="VALID",
+        dtype=self.dtype, param_dtype=jnp.float32, name="proj",
+        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(x)
+    if self.norm:
+      x = layer_norm(dtype=self.dtype, epsilon=self.norm_epsilon, name="norm")(x)
+    return x
+
+
+class Block(nn.Module):
+  """Pre-norm transformer block; x: [N, L, D].
+
+  `mix` (optional) is applied to the residual stream before each sub-layer (TokShift's
+  token shift): x = mix(x); x += DP(attn(norm1 x)); x = mix(x); x += DP(mlp(norm2 x)).
+  """
+  num_heads: int
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path: float = 0.0
+  dropout_rate: float = 0.0
+  attention_impl: str = "xla"
+  norm_epsilon: float = LN_EPS
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool, mix: Callable | None = None):
+    mix = mix or (lambda y: y)
+    dim = x.shape[-1]
+    drop = DropPath(self.drop_path)
+    x = mix(x)
+    y = layer_norm(dtype=self.dtype, epsilon=self.norm_epsilon, name="norm1")(x)
+    y = Attention(self.num_heads, self.qkv_bias, self.dropout_rate, self.attention_impl,
+                  self.dtype, name="attn")(y, train=train)
+    x = mix(x + drop(y, train=train))
+    y = layer_norm(dtype=self.dtype, epsilon=self.norm_epsilon, name="norm2")(x)
+    y = Mlp(int(dim * self.mlp_ratio), self.dropout_rate, self.dtype, name="mlp")(y, train=train)
+    x = x + drop(y, train=train)
+    return constrain(x, "act_batch", "act_len", "act_embed")
+
+
+def drop_path_rates(rate: float, depth: int) -> list[float]:
+  """Stochastic-depth rate per block: linspace(0, rate, depth) as Paddle."""
+  return [float(r) for r in np.linspace(0.0, rate, depth)]
+
+
+class Head(nn.Module):
+  """`head/fc`: features [..., D] -> float32 logits [..., num_classes] (init: trunc-normal or normal)."""
+  num_classes: int
+  stddev: float = 0.02
+  truncated: bool = True
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    init = trunc_normal(self.stddev) if self.truncated else nn.initializers.normal(self.stddev)
+    fc = dense(self.num_classes, ("embed", "classes"), dtype=self.dtype, kernel_init=init, name="fc")
+    return fc(x).astype(jnp.float32)

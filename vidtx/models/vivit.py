@@ -1,0 +1,105 @@
+"""ViViT (scenic semantics; mx-mark/VideoTransformer-pytorch for names and embeddings).
+
+model:
+  - 'factorised_encoder' (model 2): tubelet Conv3D (tubelet_size, p, p); a spatial encoder
+    (`blocks_i`, `depth` layers) runs on each temporal index with a per-frame CLS and
+    `pos_embed` [1, 1+N, D]; the frame representation goes to a temporal encoder
+    (`temporal_blocks_i`, `temporal_depth` layers) with its own `temporal_cls_token` and
+    `time_embed` [1, 1+T', D]; final LN `norm`, CLS -> `head/fc`.
+    Frame representation (`frame_repr`): 'cls' (default, scenic) = the spatial encoder's CLS
+    after `spatial_norm`; 'mean' (mx-mark) = the mean of the frame's patch tokens, no LN.
+    Each sample's own frames feed its temporal encoder (mx-mark's `x[:b, 0]` takes the CLS of
+    sample 0's frames for every sample; not reproduced).
+  - 'spatio_temporal' (model 1): joint attention over the CLS and all T'*N tubelet tokens;
+    factorised embeddings: `pos_embed` [1, 1+N, D] per frame plus `time_embed` [1, T', D].
+
+Parameter names: patch_embed/proj/{kernel DHWIO [t,p,p,3,D], bias}, cls_token, pos_embed,
+time_embed, temporal_cls_token, blocks_i/..., temporal_blocks_i/... (same sub-names as
+vit.Block: norm1, attn/{qkv,proj}, norm2, mlp/{fc1,fc2}), spatial_norm, norm, head/fc.
+`norm_epsilon`: LayerNorm eps inside the blocks (scenic 1e-6, mx-mark 1e-5); `norm` is 1e-6.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from vidtx.errors import VidtxError
+from vidtx.models import vit
+
+MODELS = ("factorised_encoder", "spatio_temporal")
+FRAME_REPRS = ("cls", "mean")
+
+
+class ViViT(nn.Module):
+  """video [B, T, H, W, 3] -> logits [B, num_classes] (float32)."""
+  num_classes: int = 400
+  num_frames: int = 32
+  image_size: int = 224
+  dtype: str = "bfloat16"
+  model: str = "factorised_encoder"
+  patch_size: int = 16
+  tubelet_size: int = 2
+  hidden_size: int = 768
+  depth: int = 12
+  temporal_depth: int = 4
+  num_heads: int = 12
+  mlp_ratio: float = 4.0
+  qkv_bias: bool = True
+  drop_path_rate: float = 0.1
+  dropout_rate: float = 0.0
+  frame_repr: str = "cls"
+  norm_epsilon: float = vit.LN_EPS
+  attention_impl: str = "xla"
+
+  def encoder(self, x, prefix: str, depth: int, *, train: bool, dtype):
+    """`depth` pre-norm blocks named `{prefix}_{i}`; x: [N, L, D]."""
+    for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, depth)):
+      x = vit.Block(self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
+                    self.attention_impl, self.norm_epsilon, dtype, name=f"{prefix}_{i}")(x, train=train)
+    return x
+
+  @nn.compact
+  def __call__(self, video, *, train: bool):
+    vit.check_video(video, "vivit")
+    vit.check_choice("vivit", "model", self.model, MODELS)
+    vit.check_choice("vivit", "frame_repr", self.frame_repr, FRAME_REPRS)
+    vit.check_choice("vivit", "attention_impl", self.attention_impl, vit.ATTENTION_IMPLS)
+    dtype = vit.compute_dtype(self.dtype)
+    b, t, h, w, _ = video.shape
+    if t % self.tubelet_size:
+      raise VidtxError(f"vivit: {t} frames is not a multiple of tubelet_size={self.tubelet_size}")
+    d = self.hidden_size
+    video = vit.constrain(video.astype(dtype), "act_batch", "act_time", None, None, None)
+    x = vit.PatchEmbed(d, (self.tubelet_size, self.patch_size, self.patch_size), dtype=dtype,
+                       name="patch_embed")(video)
+    tt = x.shape[1]
+    x = x.reshape(b, tt, -1, d)
+    n = x.shape[2]
+    grid = (self.image_size // self.patch_size,) * 2
+    cls = vit.embedding_param(self, "cls_token", (1, 1, d)).astype(dtype)
+    pos = vit.embedding_param(self, "pos_embed", (1, 1 + grid[0] * grid[1], d))
+    pos = vit.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
+    dropout = nn.Dropout(self.dropout_rate)
+    frames = self.num_frames // self.tubelet_size
+
+    if self.model == "spatio_temporal":
+      time = vit.embedding_param(self, "time_embed", (1, frames, d))
+      x = x + pos[:, None, 1:] + vit.resize_time_embed(time, tt)[:, :, None].astype(dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls + pos[:, :1], (b, 1, d)), x.reshape(b, tt * n, d)], 1)
+      x = self.encoder(dropout(x, deterministic=not train), "blocks", self.depth, train=train, dtype=dtype)
+    else:
+      x = jnp.concatenate([jnp.broadcast_to(cls, (b * tt, 1, d)), x.reshape(b * tt, n, d)], 1) + pos
+      x = self.encoder(dropout(x, deterministic=not train), "blocks", self.depth, train=train, dtype=dtype)
+      if self.frame_repr == "cls":
+        x = vit.layer_norm(dtype=dtype, name="spatial_norm")(x)[:, 0]
+      else:
+        x = x[:, 1:].mean(axis=1)
+      x = vit.constrain(x.reshape(b, tt, d), "act_batch", "act_len", "act_embed")
+      temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
+      time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
+      time = jnp.concatenate([time[:, :1], vit.resize_time_embed(time[:, 1:], tt)], axis=1)
+      x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1) + time.astype(dtype)
+      x = self.encoder(dropout(x, deterministic=not train), "temporal_blocks", self.temporal_depth,
+                       train=train, dtype=dtype)
+    x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
+    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)

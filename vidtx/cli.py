@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import sys
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported anywhere
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -18,10 +20,8 @@ def define_config_flag() -> None:
 
 def run(main) -> None:
   """absl app.run(main), printing bad input (VidtxError) as one line with exit status 1."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
-
   def wrapped(argv):
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.ERROR)  # library warnings (orbax, tf.data) are not for users
     try:
       return main(argv)
     except VidtxError as e:

@@ -100,6 +100,24 @@ def create_train_state(model, model_config, tx, mesh, rules, rng):
 
 
 # ----------------------------------------------------------------------------- train step
+def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float):
+  """Mixup / cutmix / VideoMix on the accelerator (config.train.mix.kind); soft targets [B, K]."""
+  kind = mix_config.get("kind", "none")
+  if kind == "none":
+    return video, losses.smoothed_targets(labels, num_classes, smoothing)
+  if kind == "mixup":
+    video, mixed = device_ops.mixup(rng, video, labels, mix_config.mixup_alpha)
+  elif kind == "cutmix":
+    video, mixed = device_ops.cutmix(rng, video, labels, mix_config.cutmix_alpha)
+  elif kind == "videomix":
+    video, mixed = device_ops.videomix(rng, video, labels, cutmix_prob=mix_config.cutmix_prob,
+                                       mixup_alpha=mix_config.mixup_alpha,
+                                       cutmix_alpha=mix_config.cutmix_alpha)
+  else:
+    raise VidtxError(f"config.train.mix.kind={kind!r}; use none, mixup, cutmix or videomix")
+  return video, device_ops.mixed_targets(mixed, num_classes, smoothing)
+
+
 def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
   """The jitted update: normalise on device, accumulate gradients over micro-batches, apply."""
   data, num_classes = config.data, config.model.num_classes
@@ -109,9 +127,8 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
 
   def micro_step(state: TrainState, batch_stats, micro, rng):
     video = device_ops.normalize(micro["video"], data.mean, data.std)
-    targets = losses.smoothed_targets(micro["label"], num_classes, smoothing)
     mix_rng, dropout_rng = jax.random.split(rng)
-    video, targets = device_ops.mix(video, targets, mix, mix_rng)
+    video, targets = mix_batch(mix_rng, video, micro["label"], mix, num_classes, smoothing)
 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
@@ -328,6 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
           if val_now:
             checkpoints.save_best(step, state.variables, meta, scalars["val_top1"])
+        if val_now or save_now:
+          progress.restart()
   finally:
     checkpoints.wait()
     checkpoints.close()

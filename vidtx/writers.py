@@ -91,6 +91,10 @@ class Progress:
       out["mfu"] = out["clips_per_sec"] * self.flops_per_clip / self.peak_flops
     return out
 
+  def restart(self) -> None:
+    """Starts the next throughput window now (so validation and saving are not counted)."""
+    self._last_time = time.perf_counter()
+
   def line(self, step: int, scalars: dict[str, float]) -> str:
     parts = [f"step {step}/{self.total_steps}"]
     for key, fmt in (("loss", "{:.4f}"), ("train_top1", "{:.3f}"), ("lr", "{:.2e}"),

@@ -98,6 +98,10 @@ def test_unpickler_rejects_garbage_and_non_dicts(tmp_path):
     convert.load_pdparams(str(listed))
   with pytest.raises(VidtxError, match="does not exist"):
     convert.load_pdparams(str(tmp_path / "missing.pdparams"))
+  objects = tmp_path / "objects.pdparams"
+  objects.write_bytes(pickle.dumps({"w": np.array(["a", 1], dtype=object)}))
+  with pytest.raises(VidtxError, match="numeric numpy array"):
+    convert.load_pdparams(str(objects))
 
 
 def test_distillation_checkpoint_keeps_the_student(tmp_path):
@@ -198,7 +202,8 @@ def test_pos_embed_resize_keeps_cls_and_zooms_linearly():
   assert resized.shape == (1, 37, 6)
   np.testing.assert_array_equal(resized[:, 0], pos[:, 0])
   grid = pos[0, 1:].reshape(4, 4, 6)
-  np.testing.assert_allclose(resized[0, 1:].reshape(6, 6, 6), scipy.ndimage.zoom(grid, (1.5, 1.5, 1), order=1))
+  np.testing.assert_allclose(resized[0, 1:].reshape(6, 6, 6),
+                             scipy.ndimage.zoom(grid, (1.5, 1.5, 1), order=1))
   np.testing.assert_array_equal(resized[0, 1:].reshape(6, 6, 6)[[0, -1]][:, [0, -1]],
                                 grid[[0, -1]][:, [0, -1]])  # corners are kept (align corners)
   assert convert.resize_pos_embed(pos, (4, 4)) is pos
@@ -287,12 +292,13 @@ def test_big_vision_attention_mapping_matches_flax_attention(tmp_path):
   theirs = nn.MultiHeadDotProductAttention(num_heads=2)
   their_params = theirs.init(jax.random.key(0), x, x)["params"]
   npz = _big_vision_vit(np.random.default_rng(1), new_names=True)
+  prefix = "Transformer/encoderblock_0/MultiHeadDotProductAttention_0/"
   for n in ("query", "key", "value", "out"):
     for leaf in ("kernel", "bias"):
-      npz[f"Transformer/encoderblock_0/MultiHeadDotProductAttention_0/{n}/{leaf}"] = np.asarray(their_params[n][leaf])
+      npz[f"{prefix}{n}/{leaf}"] = np.asarray(their_params[n][leaf])
   state = convert.pretrained_state(npz, "big_vision")
-  ours = {"qkv": {"kernel": state["backbone.blocks.0.attn.qkv.weight"], "bias": state["backbone.blocks.0.attn.qkv.bias"]},
-          "proj": {"kernel": state["backbone.blocks.0.attn.proj.weight"], "bias": state["backbone.blocks.0.attn.proj.bias"]}}
+  ours = {m: {"kernel": state[f"backbone.blocks.0.attn.{m}.weight"],
+              "bias": state[f"backbone.blocks.0.attn.{m}.bias"]} for m in ("qkv", "proj")}
   got = vit.Attention(num_heads=2).apply({"params": ours}, x, train=False)
   np.testing.assert_allclose(got, theirs.apply({"params": their_params}, x, x), atol=1e-5)
   assert state["backbone.pos_embed"].shape == (1, 5, 16) and not state["backbone.pos_embed"][:, 0].any()
@@ -336,7 +342,8 @@ def test_timm_safetensors_initialises_tokshift(tmp_path):
   _write_safetensors(path, timm)
   fresh = random_variables(config, seed=4)
   params = convert.init_from(_init(path, "timm"), fresh)["params"]
-  np.testing.assert_array_equal(params["blocks_0"]["mlp"]["fc1"]["kernel"], source["backbone.blocks.0.mlp.fc1.weight"])
+  np.testing.assert_array_equal(params["blocks_0"]["mlp"]["fc1"]["kernel"],
+                                source["backbone.blocks.0.mlp.fc1.weight"])
   np.testing.assert_array_equal(params["pos_embed"], source["backbone.pos_embed"])
   np.testing.assert_array_equal(params["head"]["fc"]["kernel"], fresh["params"]["head"]["fc"]["kernel"])
 
@@ -382,7 +389,8 @@ def test_paddleclas_swin_2d_is_inflated(tmp_path):
   np.testing.assert_allclose(kernel[0], np.transpose(swin2d["patch_embed.proj.weight"], (2, 3, 1, 0)) / 2)
   np.testing.assert_array_equal(kernel[0], kernel[1])
   table = params["layers_0"]["blocks_1"]["attn"]["relative_position_bias_table"]
-  np.testing.assert_array_equal(table, np.tile(swin2d["layers.0.blocks.1.attn.relative_position_bias_table"], (3, 1)))
+  table_2d = swin2d["layers.0.blocks.1.attn.relative_position_bias_table"]
+  np.testing.assert_array_equal(table, np.tile(table_2d, (3, 1)))
 
 
 def test_paddleclas_resnet_initialises_tsm_batch_stats(tmp_path):
@@ -398,7 +406,8 @@ def test_paddleclas_resnet_initialises_tsm_batch_stats(tmp_path):
                                 resnet["bb_1_0.short._batch_norm._variance"])
   np.testing.assert_array_equal(variables["params"]["conv1_2"]["conv"]["kernel"],
                                 np.transpose(resnet["conv1_2._conv.weight"], (2, 3, 1, 0)))
-  np.testing.assert_array_equal(variables["params"]["head"]["fc"]["kernel"], fresh["params"]["head"]["fc"]["kernel"])
+  np.testing.assert_array_equal(variables["params"]["head"]["fc"]["kernel"],
+                                fresh["params"]["head"]["fc"]["kernel"])
 
 
 def test_paddle_video_checkpoint_for_fine_tuning_drops_a_different_head(tmp_path):
@@ -448,6 +457,16 @@ def test_cli_writes_a_checkpoint_eval_can_restore(tmp_path):
   assert meta["label_names"] == ["a", "b", "c"] and meta["model"]["name"] == "tokshift"
   restored, _ = checkpoint.restore_variables(str(out), checkpoint.abstract(variables))
   assert_same_tree(restored, variables)
-  again = subprocess.run([sys.executable, "-m", "vidtx.convert", "paddle", f"--config={config_file}",
-                          f"--input={source}", f"--output={out}"], capture_output=True, text=True, timeout=120)
+  again = subprocess.run(
+      [sys.executable, "-m", "vidtx.convert", "paddle", f"--config={config_file}", f"--input={source}",
+       f"--output={out}"], capture_output=True, text=True, timeout=120)
   assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_paddle_video_swin_checkpoint_initialises_as_is(tmp_path):
+  config = tiny("swin")
+  source = random_variables(config, seed=14)
+  path = str(tmp_path / "swin3d.pdparams")
+  convert.save_pdparams(convert.to_paddle(source, config), path)
+  params = convert.init_from(_init(path, "paddle"), random_variables(config, seed=15))["params"]
+  assert_same_tree(params, source["params"])

@@ -101,8 +101,9 @@ def load_pdparams(path: str) -> dict[str, np.ndarray]:
   for name, value in state.items():
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
       value = value[1]  # (paddle name, array): how old Paddle pickled a Tensor
-    if not isinstance(value, np.ndarray):
-      raise VidtxError(f"{path}: entry {name!r} is a {type(value).__name__}, expected a numpy array")
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+      kind = f"array of {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+      raise VidtxError(f"{path}: entry {name!r} is a {kind}, expected a numeric numpy array")
     arrays[str(name)] = value
   return _student_only(arrays, path)
 
@@ -437,6 +438,7 @@ def _vit_from_big_vision(arrays: Mapping[str, np.ndarray], path: str) -> dict[st
   Transformer/posembed_input/pos_embedding with the CLS position) and big_vision's newer
   ones (LayerNorm_0/1, MultiHeadDotProductAttention_0, MlpBlock_0, top-level pos_embedding
   without a CLS position: the CLS position is then zero, which is the same model).
+  These models expect pixels in [-1, 1] (data mean = std = 0.5).
   """
   arrays = {re.sub(r"^(params/)?", "", k): v for k, v in arrays.items()}
   if "embedding/kernel" not in arrays:
@@ -460,7 +462,8 @@ def _vit_from_big_vision(arrays: Mapping[str, np.ndarray], path: str) -> dict[st
     names = {k[len(p):].split("/")[0] for k in arrays if k.startswith(p)}
     pick = lambda *options: next(o for o in options if o in names)
     ln1, ln2 = "LayerNorm_0", pick("LayerNorm_2", "LayerNorm_1")
-    mha, mlp = pick("MultiHeadDotProductAttention_1", "MultiHeadDotProductAttention_0"), pick("MlpBlock_3", "MlpBlock_0")
+    mha = pick("MultiHeadDotProductAttention_1", "MultiHeadDotProductAttention_0")
+    mlp = pick("MlpBlock_3", "MlpBlock_0")
     for ours, theirs in (("norm1", ln1), ("norm2", ln2)):
       out[f"blocks.{i}.{ours}.weight"] = arrays[p + f"{theirs}/scale"]
       out[f"blocks.{i}.{ours}.bias"] = arrays[p + f"{theirs}/bias"]
@@ -512,6 +515,8 @@ def pretrained_state(arrays: Mapping[str, np.ndarray], fmt: str, where: str = "(
 
 def _inflate_bias_table(table: np.ndarray, rows: int, heads: int, table_window, name: str) -> np.ndarray:
   """Swin 2D table [L, heads] -> 3D [(2Wd-1)(2Wh-1)(2Ww-1), heads]: bicubic resize, tile over time."""
+  if table.shape == (rows, heads) or table_window is None:
+    return table  # already 3D (a video checkpoint), or reported as a shape mismatch
   wd, wh, ww = table_window
   plane = (2 * wh - 1) * (2 * ww - 1)
   if table.shape[1] != heads or rows != (2 * wd - 1) * plane:
@@ -566,6 +571,8 @@ def _table_window(shapes, source, options, model_config) -> tuple[int, int, int]
   for ours, shape in shapes.items():
     name = paddle_name(ours)
     if ours[-1] == "relative_position_bias_table" and name in source:
+      if source[name].shape[0] == shape[0]:
+        continue  # already the model's table
       side = (int(round(source[name].shape[0] ** 0.5)) + 1) // 2  # the source's (square) window
       rows = shape[0] // (2 * side - 1) ** 2
       if rows * (2 * side - 1) ** 2 == shape[0] and rows % 2:
@@ -661,7 +668,8 @@ def convert_paddle(config, input_path: str, output_dir: str, labels: str | None 
   if labels:
     label_names = read_label_names(labels)
     if len(label_names) != num_classes:
-      raise VidtxError(f"{labels} lists {len(label_names)} labels but config.model.num_classes is {num_classes}")
+      raise VidtxError(f"{labels} lists {len(label_names)} labels but config.model.num_classes is "
+                       f"{num_classes}")
   else:
     label_names = [f"class_{i}" for i in range(num_classes)]
     logging.warning("no --labels file: classes are named class_0 ... class_%d", num_classes - 1)

@@ -13,6 +13,7 @@ import argparse
 import collections
 import importlib.util
 import math
+import os
 import sys
 
 import flax.linen as nn
@@ -166,11 +167,13 @@ def published_table() -> str:
 def load_config(spec: str):
   """'path/to/config.py[:arg]' -> get_config(arg), as train.py reads --config."""
   path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise VidtxError(f"--config {path!r}: no such file (expected configs/<name>.py[:args])")
   module_spec = importlib.util.spec_from_file_location("vidtx_flops_config", path)
-  if module_spec is None:
-    raise VidtxError(f"--config {path!r}: not a Python config file")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise VidtxError(f"--config {path!r} has no get_config(arg) function")
   return module.get_config(arg or None)
 
 
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
   print(f"model {model_config.name}: {model_config.num_frames}x{model_config.image_size}, "
         f"batch {args.batch}")
   print(f"params {params:,} ({params / 1e6:.2f}M)")
-  print(f"forward GMACs {macs.total() / 1e9:.2f} (attention matmuls {macs['batched_matmul'] / 1e9:.2f}; "
+  print(f"forward GMACs {macs.total() / 1e9:.4g} (attention matmuls {macs['batched_matmul'] / 1e9:.4g}; "
         f"GFLOPs = 2 x GMACs, a train step ~ 3 x forward)")
   return 0
 

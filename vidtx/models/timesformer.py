@@ -142,4 +142,4 @@ class TimeSformer(nn.Module):
     if space_only:
       x = x.reshape(b, t, n + 1, d).mean(axis=1)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
-    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
+    return vit.Head(self.num_classes, name="head")(x)

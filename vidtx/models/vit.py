@@ -256,14 +256,14 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
 
 
 class Head(nn.Module):
-  """`head/fc`: features [..., D] -> float32 logits [..., num_classes] (init: trunc-normal or normal)."""
+  """`head/fc`: features [..., D] -> logits [..., num_classes], computed in float32
+  (init: trunc-normal or normal with `stddev`)."""
   num_classes: int
   stddev: float = 0.02
   truncated: bool = True
-  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     init = trunc_normal(self.stddev) if self.truncated else nn.initializers.normal(self.stddev)
-    fc = dense(self.num_classes, ("embed", "classes"), dtype=self.dtype, kernel_init=init, name="fc")
-    return fc(x).astype(jnp.float32)
+    fc = dense(self.num_classes, ("embed", "classes"), dtype=jnp.float32, kernel_init=init, name="fc")
+    return fc(x.astype(jnp.float32))

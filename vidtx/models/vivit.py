@@ -102,4 +102,4 @@ class ViViT(nn.Module):
       x = self.encoder(dropout(x, deterministic=not train), "temporal_blocks", self.temporal_depth,
                        train=train, dtype=dtype)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
-    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
+    return vit.Head(self.num_classes, name="head")(x)

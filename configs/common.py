@@ -64,3 +64,48 @@ def base_config() -> ml_collections.ConfigDict:
   c.sharding = ml_collections.ConfigDict(dict(rules=None))
   c.init_from = ml_collections.ConfigDict(dict(path="", format="", options={}))
   return c
+
+
+def data_root() -> str:
+  """Default parent of prepared real datasets ($VIDTX_DATA, else ~/vidtx_data)."""
+  return os.environ.get("VIDTX_DATA", os.path.join(os.path.expanduser("~"), "vidtx_data"))
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  """A `config.data` section (keys: docs/architecture.md) with the common defaults."""
+  d = ml_collections.ConfigDict(dict(
+      name="prepared", dir="",
+      train_split="train", val_split="validation", test_split="validation",
+      num_frames=8, sampling="segment", frame_interval=0, target_fps=0.0,
+      test_window_placement="centre",
+      image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
+      rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3), flip=True, fixed_ratio=False,
+      eval_short_side=256, test_clips=1, test_crops=1,
+      mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
+      shuffle_buffer=256,
+  ))
+  d.update(overrides)
+  return d
+
+
+def apply_smoke(c: ml_collections.ConfigDict, **model_overrides) -> ml_collections.ConfigDict:
+  """Shrinks an experiment to seconds on a CPU: a tiny model, the tiny synthetic dataset, 4 steps.
+
+  The data section keeps its sampling, augmentation and test views (so they are exercised),
+  at sizes the synthetic frames (short side 40) allow.
+  """
+  c.model.update(num_classes=5, image_size=32, dtype="float32", **model_overrides)
+  c.data.num_frames = c.model.num_frames
+  c.data.update(
+      name="synthetic", dir=os.path.join(cache_dir(), "synthetic_motion_smoke"),
+      train_split="train", val_split="test", test_split="test",
+      image_size=32, scale_jitter=(32, 40), eval_short_side=32, test_clips=min(c.data.test_clips, 2))
+  c.data.synthetic = dict(num_classes=5, videos_per_class=4, seed=0, size=64, num_frames=32, short_side=40)
+  if "msc_size" in c.data:
+    c.data.msc_size = 36
+  c.train.update(batch_size=8, device_batch_size=None, num_steps=4, num_epochs=None,
+                 log_every=2, val_every=4, checkpoint_every=4)
+  c.optim.update(warmup_steps=1, warmup_epochs=None, milestones_epochs=None, milestones_steps=[3])
+  c.eval.batch_size = 8
+  c.init_from.path = ""
+  return c

@@ -56,11 +56,6 @@ def get_config(arg=None):
   c.eval.batch_size = 32
 
   if args.smoke:
-    c.model.update(hidden_size=32, depth=1, num_heads=2, num_classes=5)
-    c.data.dir = os.path.join(common.cache_dir(), "synthetic_motion_smoke")
-    # 5 classes x 4 videos: 15 train, 5 test videos (not a multiple of the eval batch sizes tested).
-    c.data.synthetic.update(num_classes=5, videos_per_class=4)
-    c.train.update(batch_size=8, num_steps=6, log_every=2, val_every=3, checkpoint_every=3)
-    c.eval.batch_size = 8
-    c.optim.warmup_steps = 2
+    common.apply_smoke(c, hidden_size=32, depth=1, num_heads=2)
+    c.train.update(num_steps=6, val_every=3, checkpoint_every=3)
   return c

@@ -5,3 +5,15 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_data_dir(tmp_path_factory):
+  """The tiny synthetic dataset every smoke config uses, prepared once per session."""
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  from vidtx.data import synthetic  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("data") / "synthetic_smoke")
+  synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
+  return path

@@ -264,9 +264,9 @@ def test_shard_plan_is_deterministic_and_mixes_classes():
   settings = prepare._Settings(256, None, None, 90, ("a", "b"))
   entries = [sources.VideoEntry(f"/v/{c}/{i}.avi", label, f"{c}{i}")
              for label, c in enumerate("ab") for i in range(50)]
-  plan = prepare.plan_shards("train", entries, settings, videos_per_shard=20)
+  plan = prepare._plan_shards("train", entries, settings, videos_per_shard=20)
   assert [len(s.entries) for s in plan] == [20] * 5
-  assert plan == prepare.plan_shards("train", entries[::-1], settings, videos_per_shard=20)
+  assert plan == prepare._plan_shards("train", entries[::-1], settings, videos_per_shard=20)
   assert all(len({e.label for e in s.entries}) == 2 for s in plan)
-  assert len(prepare.plan_shards("train", entries, settings, videos_per_shard=20, num_shards=3)) == 3
+  assert len(prepare._plan_shards("train", entries, settings, videos_per_shard=20, num_shards=3)) == 3
   json.dumps([s.fingerprint for s in plan])  # plain strings

@@ -14,7 +14,6 @@ import pytest
 
 from configs import demo
 from vidtx import evaluate, models, optim, sharding, trainer
-from vidtx.data import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,11 +26,8 @@ def smoke_config(data_dir, **train):
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  """The smoke synthetic dataset, prepared once for the whole session."""
-  path = str(tmp_path_factory.mktemp("data") / "synthetic_smoke")
-  synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
-  return path
+def data_dir(smoke_data_dir):
+  return smoke_data_dir
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,8 @@ def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax
   """The learning rate per optimizer step.
 
   `warmup_cosine`: linear warmup from `warmup_init_lr` to `lr`, then cosine to `end_lr`.
+  `paddle_warmup_cosine`: PaddleVideo's CustomWarmupCosineDecay (cosine over the whole run,
+  the warmup joins it where the warmup ends).
   `multistep`: `lr * gamma**k` after the k-th milestone (`milestones_epochs` or `_steps`).
   `constant`: `lr`.
   """
@@ -46,6 +48,14 @@ def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax
         init_value=float(optim_config.get("warmup_init_lr", 0.0)), peak_value=lr,
         warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
         end_value=float(optim_config.get("end_lr", 0.0)))
+  elif kind == "paddle_warmup_cosine":
+    # PaddleVideo's CustomWarmupCosineDecay: one cosine over the whole run, starting at step 0;
+    # the warmup ramps linearly up to the cosine's value where the warmup ends (no restart).
+    cosine = optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=0.0)
+    if not warmup:
+      return cosine
+    ramp = optax.linear_schedule(float(optim_config.get("warmup_init_lr", 0.0)), cosine(warmup), warmup)
+    return lambda step: jnp.where(step < warmup, ramp(step), cosine(step))
   elif kind == "multistep":
     if optim_config.get("milestones_epochs") is not None:
       milestones = [int(round(e * steps_per_epoch)) for e in optim_config.milestones_epochs]
@@ -55,7 +65,8 @@ def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax
     base = optax.piecewise_constant_schedule(lr, {m: gamma for m in milestones})
   else:
     raise VidtxError(
-        f"config.optim.schedule={kind!r} is not a schedule; use constant, warmup_cosine or multistep")
+        f"config.optim.schedule={kind!r} is not a schedule; use constant, warmup_cosine, "
+        "paddle_warmup_cosine or multistep")
   if not warmup:
     return base
   warmup_fn = optax.linear_schedule(float(optim_config.get("warmup_init_lr", 0.0)), lr, warmup)

@@ -10,8 +10,12 @@ import sys
 MAX_FAILURES_SHOWN = 10
 
 
-def _mib(num_bytes) -> str:
-  return f"{int(num_bytes) / 2 ** 20:.1f} MiB"
+def _size(num_bytes) -> str:
+  num_bytes = int(num_bytes)
+  for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
+    if num_bytes >= scale:
+      return f"{num_bytes / scale:.1f} {unit}"
+  return f"{num_bytes} B"
 
 
 def describe(data_dir: str) -> str:
@@ -32,7 +36,8 @@ def describe(data_dir: str) -> str:
         f"  command       {info.get('command', '?')}",
         f"  frames        short side {info.get('short_side') or 'as source'}, "
         f"{f'{fps:g} fps' if fps else 'source frame rate'}, "
-        f"max {info.get('max_frames') or 'all'} frames, JPEG quality {info.get('jpeg_quality')}",
+        f"{'at most %d' % info['max_frames'] if info.get('max_frames') else 'all'} frames, "
+        f"JPEG quality {info.get('jpeg_quality')}",
         "  codecs        " + (", ".join(f"{k} {v}" for k, v in info.get("codecs", {}).items()) or "-"),
     ]
     for key, value in sorted(info.get("details", {}).items()):
@@ -48,7 +53,7 @@ def describe(data_dir: str) -> str:
     frames = (f"{extra['frames_min']}-{extra['frames_mean']:g}-{extra['frames_max']}"
               if "frames_min" in extra else "?")
     lines.append(f"    {split:<11} {split_info.num_examples:>6}  {split_info.num_shards:>6}  "
-                 f"{_mib(split_info.num_bytes):>10}  {frames:>27}  {extra.get('failed', '?'):>6}")
+                 f"{_size(split_info.num_bytes):>10}  {frames:>27}  {extra.get('failed', '?'):>6}")
   for split in info.get("empty_splits", []):
     lines.append(f"    {split:<11} not written: no video of this split could be prepared")
   report = os.path.join(data_dir, prepare.REPORT_FILE)

@@ -125,8 +125,10 @@ class _FrameEncoder:
       sar = self.stream.codec_context.sample_aspect_ratio
       display_width = round(frame.width * float(sar)) if sar and float(sar) > 0 else frame.width
       width, height = output_size(display_width, frame.height, self.short_side)
+      # AREA filters properly when shrinking; when enlarging (UCF101's 240 -> 256) BILINEAR is
+      # as good at such small factors and half the cost of BICUBIC.
       smaller = width * height < frame.width * frame.height
-      self.size = (width, height, "AREA" if smaller else "BICUBIC")
+      self.size = (width, height, "AREA" if smaller else "BILINEAR")
     width, height, interpolation = self.size
     rgb = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                     interpolation=interpolation).to_ndarray()
@@ -223,7 +225,7 @@ def _id_order(entry: VideoEntry) -> tuple[str, str]:
   return hashlib.sha256(entry.video_id.encode()).hexdigest(), entry.path
 
 
-def plan_shards(split: str, entries: Sequence[VideoEntry], settings: _Settings, *,
+def _plan_shards(split: str, entries: Sequence[VideoEntry], settings: _Settings, *,
                 videos_per_shard: int, num_shards: int | None = None) -> list[_Shard]:
   """The shards of one split: entries in hash-of-id order, cut into contiguous runs."""
   ordered = sorted(entries, key=_id_order)
@@ -296,21 +298,16 @@ def _run_shard(shard: _Shard, settings: _Settings, work_dir: str,
       try:
         video = decode_video(entry.path, short_side=settings.short_side, fps=settings.fps,
                              max_frames=settings.max_frames, jpeg_quality=settings.jpeg_quality)
-      except VideoError as e:
-        reason = e.reason
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the run)
-        reason = f"{type(e).__name__}: {e}"
-      else:
-        codecs[video.codec] += 1
-        frames.append(len(video.jpeg_frames))
-        record = data_format.serialize_example(
-            spec, jpeg_frames=video.jpeg_frames, label=entry.label, video_id=entry.video_id,
-            fps=video.fps)
-        on_video(True)
-        yield record
+        reason = e.reason if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
+        failures.append(dataclasses.asdict(Failure(shard.split, entry.video_id, entry.path, reason)))
+        on_video(False)
         continue
-      failures.append(dataclasses.asdict(Failure(shard.split, entry.video_id, entry.path, reason)))
-      on_video(False)
+      codecs[video.codec] += 1
+      frames.append(len(video.jpeg_frames))
+      on_video(True)
+      yield data_format.serialize_example(spec, jpeg_frames=video.jpeg_frames, label=entry.label,
+                                          video_id=entry.video_id, fps=video.fps)
 
   part = _part_path(work_dir, shard)
   count = data_format.write_shard(part, records())
@@ -379,7 +376,7 @@ class _Progress:
         print(file=sys.stderr)
 
 
-def say(message: str, enabled: bool = True) -> None:
+def _say(message: str, enabled: bool = True) -> None:
   if enabled:
     print(message, file=sys.stderr, flush=True)
 
@@ -394,8 +391,11 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
     return markers
   # forkserver: workers start from a clean process with TensorFlow imported once, never a
   # fork of a caller that may already run TensorFlow or JAX threads.
-  context = multiprocessing.get_context("forkserver")
-  context.set_forkserver_preload([__name__])
+  if "forkserver" in multiprocessing.get_all_start_methods():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+  else:
+    context = multiprocessing.get_context("spawn")
   progress_queue = context.Queue()
   pool = concurrent.futures.ProcessPoolExecutor(
       max_workers=workers, mp_context=context, initializer=_init_worker,
@@ -428,9 +428,10 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
     pool.shutdown(wait=True)
   except BaseException:
     # Stop now rather than after the running shards: their parts are written atomically.
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in list((pool._processes or {}).values()):  # pylint: disable=protected-access
+    processes = list((pool._processes or {}).values())  # pylint: disable=protected-access
+    for process in processes:
       process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
     raise
   return markers
 
@@ -483,12 +484,11 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
       moves.append((_part_path(work_dir, shard), data_format.shard_path(out_dir, split, i, len(filled))))
     if filled:
       split_sizes[split] = ([m["count"] for _, m in filled], sum(m["bytes"] for _, m in filled))
-    split_known = [dataclasses.asdict(f) for f in known if f.split == split]
-    splits_info[split] = _split_summary(split_markers, len(split_known))
+    splits_info[split] = _split_summary(split_markers, sum(f.split == split for f in known))
     for m in split_markers:
       codecs.update(m["codecs"])
       failures.extend(m["failures"])
-    failures.extend(split_known)
+  failures.extend(dataclasses.asdict(f) for f in known)
   total = sum(len(s.entries) for shards in plan.values() for s in shards) + len(known)
 
   # Interrupted after this point, a re-run moves the shards back first (see _recover).
@@ -512,8 +512,8 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
     raise VidtxError(f"no video could be prepared into {out_dir} ({len(failures)} failed); "
                      f"the reasons are in {report}")
   for split in empty:
-    say(f"warning: split {split!r} has no usable video and is not written "
-        f"(see {report})", verbose)
+    _say(f"warning: split {split!r} has no usable video and is not written (see {report})",
+         verbose)
   data_format.write_metadata(out_dir, info["class_names"], description=info["source"],
                              split_sizes=split_sizes)
   shutil.rmtree(work_dir, ignore_errors=True)
@@ -616,14 +616,14 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
         continue
       seen[e.video_id] = e.path
       unique.append(e)
-    plan[split] = plan_shards(split, unique, settings, videos_per_shard=videos_per_shard,
-                              num_shards=num_shards)
+    plan[split] = _plan_shards(split, unique, settings, videos_per_shard=videos_per_shard,
+                               num_shards=num_shards)
   fingerprint = _sha256({"shards": {s: [x.fingerprint for x in v] for s, v in plan.items()},
                          "known": sorted(dataclasses.astuple(f) for f in known)})
 
   done = _already_prepared(out_dir, fingerprint)
   if done is not None:
-    say(f"{out_dir} is already prepared with these videos and settings; nothing to do", verbose)
+    _say(f"{out_dir} is already prepared with these videos and settings; nothing to do", verbose)
     return done
   if data_format.is_prepared(out_dir):
     if not overwrite:
@@ -648,17 +648,17 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   total = sum(len(s.entries) for s in shards)
   workers = max(1, min(workers or default_workers(), len(todo)))
   if markers:
-    say(f"resuming: {len(markers)} of {len(shards)} shards are already done", verbose)
-  say(f"preparing {total} videos ({len(class_names)} classes, splits "
-      f"{', '.join(f'{k}: {sum(len(s.entries) for s in v)}' for k, v in plan.items())}) "
-      f"into {out_dir} with {workers} worker(s)", verbose)
+    _say(f"resuming: {len(markers)} of {len(shards)} shards are already done", verbose)
+  sizes = ", ".join(f"{k}: {sum(len(s.entries) for s in v)}" for k, v in plan.items())
+  _say(f"preparing {total} videos ({len(class_names)} classes; {sizes}) into {out_dir} "
+       f"with {workers} worker(s)", verbose)
   progress = _Progress(total, total - sum(len(s.entries) for s in todo), verbose)
   start = time.monotonic()
   try:
     markers.update(_run_shards(todo, settings, work_dir, workers, progress))
   except KeyboardInterrupt:
     progress.close()
-    say("interrupted: finished shards are kept; re-run the same command to resume", verbose)
+    _say("interrupted: finished shards are kept; re-run the same command to resume", verbose)
     raise
   progress.close()
   elapsed = time.monotonic() - start
@@ -676,7 +676,6 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   info = _finish(out_dir, work_dir, plan, markers, known, info, verbose)
   summary = ", ".join(f"{k}: {v['videos']} videos" + (f" ({v['failed']} failed)" if v["failed"] else "")
                       for k, v in info["splits"].items())
-  say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s) in {elapsed:.1f}s"
-      + (f"; skipped videos are listed in {os.path.join(out_dir, REPORT_FILE)}"
-         if info["failed"] else ""), verbose)
+  skipped = f"; skipped videos are listed in {os.path.join(out_dir, REPORT_FILE)}" if info["failed"] else ""
+  _say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s) in {elapsed:.1f}s{skipped}", verbose)
   return info

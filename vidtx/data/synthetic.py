@@ -102,7 +102,8 @@ def _look(rng: np.random.Generator, size: int):
 
 
 def _trajectory(motion: str, direction, rng: np.random.Generator, size: int, t: np.ndarray):
-  """Forward-class centre [T, 2] (x, y pixels), angle [T] (radians, + = clockwise on screen), scale [T]."""
+  """The forward class's motion at times `t` in [0, 1]: centre [T, 2] (x, y pixels),
+  angle [T] (radians; increasing = clockwise on screen) and scale [T] (pixels)."""
   angle0 = rng.uniform(0, 2 * np.pi)
   ones = np.ones_like(t)
   if motion == "translate":

@@ -7,10 +7,9 @@ LN(4C), Linear 4C->2C without bias) after stages 0-2; final LN; I3D head (global
 pool, dropout, fc). Where a token-grid dim is <= its window, the window is clipped to it
 and the shift along it is 0. LayerNorm eps 1e-5 (Paddle's default).
 
-Departures from Paddle that never show at the published input sizes (multiples of the
-window at every stage, e.g. 32x224 or 8x224):
-  - Paddle pads non-multiple sizes with a mis-ordered pad tuple (its D padding lands on W);
-    we pad each of D, H, W at its end, as the original Video Swin.
+Sizes that are not a multiple of the window are padded at the end of each of D, H, W (as
+Paddle does; checked against PaddleVideo at 10x56x56 and 19x202x202 inputs).
+One departure from Paddle, which never shows at the published input sizes (e.g. 32x224):
   - For a clipped window Paddle slices `relative_position_index[:N, :N]`, which gives the
     right offsets only when just the leading (time) dim is clipped; we index the table with
     the clipped window's true offsets (identical whenever Paddle's is right).

@@ -1,0 +1,54 @@
+"""Every experiment config builds its model at full size and runs end to end with smoke=True."""
+import glob
+import importlib
+import os
+
+import jax
+import pytest
+
+from vidtx import flops, models, trainer
+
+CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "configs", "*.py"))
+                 if not os.path.basename(p).startswith(("_", "common")))
+# Each config with the arguments that select its variants (the first is its default).
+VARIANTS = {
+    "pptimesformer_k400": ["frames=8", "frames=16"],
+    "pptsm_k400": ["depth=50,sampling=uniform", "depth=101,sampling=dense"],
+    "videoswin_k400": ["variant=tiny", "variant=small", "variant=base"],
+    "vivit_k400": ["model=factorised_encoder", "model=spatio_temporal"],
+    "timesformer_k400": ["attention=divided_space_time", "attention=joint_space_time", "attention=space_only"],
+    "demo": ["temporal=True", "temporal=False"],
+}
+EXPECTED = {"demo", "tokshift_ucf101", "timesformer_k400", "pptimesformer_k400", "vivit_k400",
+            "timesformer_k600", "pptsm_k400", "videoswin_k400"}
+
+
+def get_config(name, arg=""):
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def test_every_seed_family_has_its_config():
+  assert EXPECTED <= set(CONFIGS)
+
+
+@pytest.mark.parametrize("name,arg", [(n, a) for n in CONFIGS for a in VARIANTS.get(n, [""])])
+def test_full_size_config_builds_its_model(name, arg):
+  config = get_config(name, arg)
+  for key in ("num_classes", "num_frames", "image_size", "dtype"):
+    assert key in config.model
+  assert config.data.num_frames == config.model.num_frames
+  assert config.data.image_size == config.model.image_size
+  model = models.build(config.model)
+  params = jax.eval_shape(lambda: trainer.abstract_variables(model, config.model, jax.random.key(0)))
+  assert flops.count_params(params["params"]) > 0
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_smoke_config_trains_and_validates(name, smoke_data_dir, tmp_path):
+  config = get_config(name, "smoke=True")
+  config.data.dir = smoke_data_dir
+  metrics = trainer.train_and_evaluate(config, str(tmp_path))
+  assert metrics["loss"] == pytest.approx(metrics["loss"])  # finite, not NaN
+  assert 0.0 <= metrics["val_top1"] <= 1.0
+  assert os.listdir(tmp_path / "checkpoints")

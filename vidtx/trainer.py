@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
+from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
 from vidtx import evaluate, losses, models, optim, sharding
@@ -224,7 +224,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ------------------------------------------------------------------- data
   if config.data.get("name") == "synthetic":
-    synthetic.ensure_synthetic_dataset(config.data.dir, **config.data.synthetic)
+    if is_main:  # one writer; the other hosts wait for it
+      synthetic.ensure_synthetic_dataset(config.data.dir, **config.data.synthetic)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("synthetic dataset prepared")
   builder = data_format.builder(config.data.dir)
   label_names = data_format.read_label_map(config.data.dir)
   if len(label_names) != config.model.num_classes:

@@ -60,7 +60,8 @@ def write_dataset(data_dir: str, videos: Mapping[str, Sequence[int]], *, num_sha
       # Contiguous shards, so an example's label is also its position in the split.
       bounds = np.linspace(0, len(records), shards + 1).round().astype(int)
       for s in range(shards):
-        fmt.write_shard(fmt.shard_path(data_dir, split, s, shards), records[bounds[s]:bounds[s + 1]])
+        fmt.write_shard(fmt.shard_path(data_dir, split, s, shards),
+                        records[bounds[s]:bounds[s + 1]])
 
   write_shards(lambda split, i, t: False)
   fmt.write_metadata(data_dir, class_names)  # decodes an example to check the shards

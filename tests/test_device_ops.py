@@ -32,8 +32,8 @@ def test_mixup_is_a_convex_combination():
   np.testing.assert_array_equal(targets.labels_a, labels)
   assert sorted(np.asarray(targets.labels_b).tolist()) == list(range(6))  # a permutation
   expected = lam * labels + (1 - lam) * targets.labels_b
-  np.testing.assert_allclose(mixed, np.broadcast_to(expected[:, None, None, None, None], mixed.shape),
-                             rtol=1e-6, atol=1e-6)
+  expected = np.broadcast_to(expected[:, None, None, None, None], mixed.shape)
+  np.testing.assert_allclose(mixed, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_cutmix_box_is_over_height_and_width_and_lam_matches_its_area():
@@ -50,8 +50,9 @@ def test_cutmix_box_is_over_height_and_width_and_lam_matches_its_area():
       np.testing.assert_array_equal(mixed[b][pasted], float(targets.labels_b[b]))
       # Same box for every frame and channel: the cut is over H x W only.
       assert (pasted == pasted[:1, :, :, :1]).all()
-      rows, cols = np.flatnonzero(pasted[0, :, :, 0].any(1)), np.flatnonzero(pasted[0, :, :, 0].any(0))
-      area = pasted[0, :, :, 0].sum()
+      box = pasted[0, :, :, 0]
+      rows, cols = np.flatnonzero(box.any(1)), np.flatnonzero(box.any(0))
+      area = box.sum()
       if area:
         boxes += 1
         assert area == len(rows) * len(cols)  # a rectangle

@@ -60,6 +60,16 @@ def test_train_batches_one_geometry_per_clip(data_dir, aug):
   assert np.abs(spatial - spatial[:, :1]).mean(axis=(2, 3, 4)).max() < 1.5
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_train_flip_mirrors_whole_clips(data_dir, flip):
+  cfg = config(data_dir, flip=flip)
+  stream = pipeline.make_train_dataset(cfg, batch_size=4, seed=0)
+  clips = [video for video, _ in examples(stream, 12)]
+  # The red ramp grows left to right unless the clip is mirrored.
+  mirrored = [video[..., 0, 0].mean() > video[..., -1, 0].mean() for video in clips]
+  assert (any(mirrored) and not all(mirrored)) if flip else not any(mirrored)
+
+
 def test_train_decodes_only_the_sampled_frames(data_dir):
   # Segment sampling: frame i of the clip comes from segment i.
   cfg = config(data_dir)
@@ -73,8 +83,9 @@ def test_train_decodes_only_the_sampled_frames(data_dir):
 
 
 def test_train_never_decodes_unsampled_frames(tmp_path):
-  # Dense, 4 frames 3 apart in 13-frame videos: the start is always 0 (Paddle: [0, max(1, 13 - 12))),
-  # so frames 0, 3, 6, 9 are sampled; all others are not JPEGs and would fail to decode.
+  # Dense, 4 frames 3 apart in 13-frame videos: the start is always 0 (Paddle draws it from
+  # [0, max(1, 13 - 12))), so frames 0, 3, 6, 9 are sampled; all others are not JPEGs and
+  # would fail to decode.
   data_dir = fx.write_dataset(str(tmp_path), {"train": [13] * 3}, num_shards=1,
                               corrupt=lambda split, i, t: t % 3 != 0 or t > 9)
   cfg = config(data_dir, sampling="dense", frame_interval=3)
@@ -182,6 +193,14 @@ def test_eval_clips_are_the_samplers_test_clips(data_dir, mode, extra):
     np.testing.assert_array_equal(fx.frame_index(video), np.repeat(expected, 3, axis=0))
 
 
+def test_eval_uses_test_sampling_where_set(data_dir):
+  # TokShift: dense training clips, segment test clips.
+  cfg = config(data_dir, sampling="dense", frame_interval=3, test_sampling="segment")
+  for index, (_, video) in eval_by_index(cfg, batch_size=5, num_clips=1, num_crops=1).items():
+    np.testing.assert_array_equal(fx.frame_index(video),
+                                  sampling.sample_segment_indices(TEST_LENGTHS[index], 4))
+
+
 def test_eval_never_decodes_unsampled_frames(tmp_path):
   sampled = set(sampling.sample_segment_indices(40, 4).ravel().tolist())
   data_dir = fx.write_dataset(str(tmp_path), {"test": [40, 40]}, num_shards=1,
@@ -202,6 +221,10 @@ def test_three_crops_follow_paddle_uniform_crop(tmp_path, height, width):
   starts = [video[v, 0].take(0, axis=long_axis - 1)[..., ramp].mean() for v in range(3)]
   positions = [value * (max(height, width) - 1) / 255 for value in starts]
   np.testing.assert_allclose(positions, [0, 32, 16], atol=0.6)
+  # The short axis is centred: (48 - 32) // 2 = 8.
+  across = [video[v, 0].take(0, axis=2 - long_axis)[..., 1 - ramp].mean() * 47 / 255
+            for v in range(3)]
+  np.testing.assert_allclose(across, [8, 8, 8], atol=0.6)
   centre = eval_batches(cfg, split="test", batch_size=1, num_clips=1, num_crops=1)[0]["video"][0, 0]
   np.testing.assert_array_equal(centre, video[2])
 
@@ -224,6 +247,7 @@ def test_eval_views_equals_the_eval_dataset(data_dir):
 @pytest.mark.parametrize("overrides,key", [
     ({"sampling": "uniform"}, "sampling"),
     ({"sampling": "dense"}, "frame_interval"),
+    ({"test_sampling": "random"}, "test_sampling"),
     ({"train_aug": "mixup"}, "train_aug"),
     ({"image_size": 0}, "image_size"),
     ({"eval_short_side": 16}, "eval_short_side"),

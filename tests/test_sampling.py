@@ -17,12 +17,14 @@ def test_segment_train_offsets_are_random_within_each_segment():
   for length in (8, 17, 80, 301):
     avg = length // 8
     for _ in range(20):
-      idx = sampling.sample_segment_indices(length, 8, rand=rng.integers(0, sampling.RAND_RANGE, 8))[0]
+      rand = rng.integers(0, sampling.RAND_RANGE, 8)
+      idx = sampling.sample_segment_indices(length, 8, rand=rand)[0]
       np.testing.assert_array_equal(idx // avg, np.arange(8))  # offset in [0, avg - 1]
 
 
 def test_segment_test_takes_the_middle_of_each_segment():
-  np.testing.assert_array_equal(sampling.sample_segment_indices(80, 8), [[4, 14, 24, 34, 44, 54, 64, 74]])
+  np.testing.assert_array_equal(sampling.sample_segment_indices(80, 8),
+                                [[4, 14, 24, 34, 44, 54, 64, 74]])
   # avg = 11: (11 - 1) // 2 = 5; leftover frames at the end are never used (as Paddle).
   np.testing.assert_array_equal(sampling.sample_segment_indices(95, 8)[0], 5 + 11 * np.arange(8))
   # Two test clips shift the offset inside each segment: 10 / 4 - 0.5 and 30 / 4 - 0.5, floored.
@@ -32,7 +34,8 @@ def test_segment_test_takes_the_middle_of_each_segment():
 def test_segment_shorter_than_num_frames_wraps_like_paddle():
   expected = [[0, 1, 2, 3, 4, 0, 1, 2]]  # idx = i % length
   np.testing.assert_array_equal(sampling.sample_segment_indices(5, 8), expected)
-  np.testing.assert_array_equal(sampling.sample_segment_indices(5, 8, rand=np.arange(8) * 7), expected)
+  np.testing.assert_array_equal(sampling.sample_segment_indices(5, 8, rand=np.arange(8) * 7),
+                                expected)
 
 
 def test_linspace_matches_numpy_linspace_of_the_window():
@@ -49,7 +52,8 @@ def test_linspace_matches_numpy_linspace_of_the_window():
   np.testing.assert_array_equal(sampling.sample_linspace_indices(100, 4, 24), [[38, 45, 53, 61]])
   # Three windows evenly spaced from the first to the last start.
   np.testing.assert_array_equal(
-      sampling.sample_linspace_indices(100, 4, 24, num_clips=3, placement="linspace")[:, 0], [0, 38, 76])
+      sampling.sample_linspace_indices(100, 4, 24, num_clips=3, placement="linspace")[:, 0],
+      [0, 38, 76])
   # A window longer than the video is clipped to the video.
   np.testing.assert_array_equal(sampling.sample_linspace_indices(10, 4, 24), [[0, 3, 6, 9]])
 
@@ -68,7 +72,8 @@ def test_dense_train_start_and_wrap_around():
 
 
 def test_dense_test_clips():
-  # Video Swin (mmaction SampleFrames test): 4 clips, offsets int(avg * (j + 0.5)), avg = (L - 64 + 1) / 4.
+  # Video Swin (mmaction SampleFrames test): 4 clips at int(avg * (j + 0.5)),
+  # avg = (L - 64 + 1) / 4.
   length, window = 100, 64
   avg = (length - window + 1) / 4
   expected = [int(avg * (j + 0.5)) for j in range(4)]

@@ -54,7 +54,7 @@ def bench_pipeline(args) -> dict:
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   clips = args.steps * args.batch_size
   return _rates("pipeline", clips, wall, cpu, args.threads,
-                batch_shape=list(batch["video"].shape))
+                clip_shape=list(batch["video"].shape[1:]))
 
 
 def bench_baseline(args) -> dict:
@@ -65,16 +65,12 @@ def bench_baseline(args) -> dict:
   ctx = multiprocessing.get_context("spawn")
   with ctx.Pool(args.threads) as pool:
     pool.map(_worker_warmup, range(args.threads))
-    before = os.times()
     wall = time.perf_counter()
-    shapes = pool.map(_decode_clip, jobs, chunksize=1)
+    results = pool.map(_decode_clip, jobs, chunksize=1)
     wall = time.perf_counter() - wall
-    after = os.times()
-  cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-  if cpu == 0:  # children's times arrive when the pool's workers exit
-    cpu = float("nan")
+  cpu = sum(cpu for _, cpu in results)  # measured inside the workers
   return _rates("baseline_pyav", len(jobs), wall, cpu, args.threads,
-                batch_shape=list(shapes[0]), videos=len(videos))
+                clip_shape=list(results[0][0]), videos=len(videos))
 
 
 def _rates(name, clips, wall, cpu, cores, **extra) -> dict:
@@ -114,11 +110,13 @@ def _decode_clip(job):
   from PIL import Image
 
   path, seed, args = job
+  cpu = time.process_time()
   rng = np.random.default_rng(seed)
   with av.open(path) as container:
     stream = container.streams.video[0]
     stream.thread_type = "NONE"  # one core per worker
-    length = stream.frames or int(float(stream.duration * stream.time_base) * float(stream.average_rate))
+    length = stream.frames or int(
+        float(stream.duration * stream.time_base) * float(stream.average_rate))
     rand = rng.integers(0, sampling.RAND_RANGE, sampling.num_random(args.sampling, args.num_frames))
     indices = sampling.sample_indices(args.sampling, length, args.num_frames, rand=rand,
                                       frame_interval=max(args.frame_interval, 1),
@@ -139,7 +137,7 @@ def _decode_clip(job):
   x = int(rng.integers(0, size[0] - args.crop + 1))
   out = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))[
       y:y + args.crop, x:x + args.crop] for f in clip])
-  return out.shape
+  return out.shape, time.process_time() - cpu
 
 
 def main(argv=None) -> int:

@@ -77,6 +77,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       name="prepared", dir="",
       train_split="train", val_split="validation", test_split="validation",
       num_frames=8, sampling="segment", frame_interval=0, target_fps=0.0,
+      test_sampling="",  # "" = the training sampling mode
       test_window_placement="centre",
       image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
       rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3), flip=True, fixed_ratio=False,

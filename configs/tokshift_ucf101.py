@@ -8,8 +8,6 @@ r"""TokShift Transformer (ViT-B/16, 8x256) on UCF101 split 1, PaddleVideo's reci
 
 Published: 92.81 top-1 (1 clip x 3 crops, score averaging). PaddleVideo trains on one V100
 with batch 16 and 16 accumulation steps (global batch 256), 25 epochs.
-Differences from PaddleVideo: training samples with the same segment sampler as the test
-(PaddleVideo trains with dense sampling, 8 frames at stride 8).
 """
 import os
 
@@ -27,7 +25,8 @@ def get_config(arg=None):
   c.data = common.data_config(
       name="ucf101", dir=os.path.join(common.data_root(), "ucf101_split1"),
       val_split="test", test_split="test",
-      num_frames=8, sampling="segment", image_size=256, train_aug="scale_jitter",
+      # Train: 8 frames at stride 8 in a random 64-frame window; test: segment-uniform.
+      num_frames=8, sampling="dense", frame_interval=8, test_sampling="segment", image_size=256, train_aug="scale_jitter",
       scale_jitter=(256, 380), eval_short_side=256, test_clips=1, test_crops=3,
       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
   c.train.update(batch_size=256, device_batch_size=16, num_epochs=25, label_smoothing=0.01,

@@ -36,7 +36,7 @@ def get_config(arg=None):
       name="kinetics400", dir=os.path.join(common.data_root(), "k400"),
       num_frames=32, sampling="dense", frame_interval=2,
       image_size=224, train_aug="random_resized_crop",
-      eval_short_side=224, test_clips=4, test_crops=3, test_window_placement="linspace",
+      eval_short_side=224, test_clips=4, test_crops=3,
       mean=(123.675 / 255, 116.28 / 255, 103.53 / 255), std=(58.395 / 255, 57.12 / 255, 57.375 / 255))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=30,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vidtx.models import vit
 
@@ -53,9 +54,10 @@ def avg_pool_ceil(x: jax.Array) -> jax.Array:
   (Paddle AvgPool2D(2, 2, ceil_mode=True), exclusive). x: [N, H, W, C]."""
   pad = ((0, 0), (0, x.shape[1] % 2), (0, x.shape[2] % 2), (0, 0))
   window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
-  total = jax.lax.reduce_window(x, jnp.zeros((), x.dtype), jax.lax.add, window, strides, pad)
+  zero = np.zeros((), x.dtype)  # a concrete init value, so JAX picks the differentiable window sum
+  total = jax.lax.reduce_window(x, zero, jax.lax.add, window, strides, pad)
   ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, jnp.zeros((), x.dtype), jax.lax.add, window, strides, pad)
+  count = jax.lax.reduce_window(ones, zero, jax.lax.add, window, strides, pad)
   return total / count
 
 

@@ -31,7 +31,22 @@ def run(main) -> None:
       print("interrupted", file=sys.stderr)
       sys.exit(130)
 
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parses the command line; a bad flag, config file or config key is one line and exit 1."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    # Errors raised inside a config file arrive with their traceback in the message: keep its end.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    print(f"error: {lines[0] if len(lines) == 1 else lines[-1]}", file=sys.stderr)
+  except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
+    key = str(e).strip("\"'")
+    given = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
+    print(f"error: {given[0] if given else key}: the config has no key {key!r}", file=sys.stderr)
+  sys.exit(1)
 
 
 def define_distributed_flag() -> None:
@@ -46,9 +61,16 @@ def maybe_initialize_distributed() -> None:
 
 
 def require(flag_values, *names: str) -> None:
+  """Checks that the flags are given (and that the --config file loaded)."""
   missing = [n for n in names if getattr(flag_values, n) in (None, "")]
   if missing:
     raise VidtxError("missing required flag(s): " + ", ".join(f"--{n}" for n in missing))
+  if "config" in names:
+    try:
+      flag_values.config.keys()
+    except OSError as e:  # config_flags defers a config file that failed to load
+      lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+      raise VidtxError(f"--config={flag_values['config'].config_filename}: {lines[-1]}") from None
 
 
 FLAGS = flags.FLAGS

@@ -118,9 +118,10 @@ def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
   from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
   from vidtx.data import format as data_format, pipeline  # pylint: disable=g-import-not-at-top
 
+  from vidtx import data as data_lib  # pylint: disable=g-import-not-at-top
+  data_lib.require_prepared(config.data.dir)
   split = split or config.data.test_split
   model, variables, meta = restore_model(config, path, mesh)
-  data_format.builder(config.data.dir)  # a clear error if the dataset is missing
   ckpt.check_labels_match(meta["label_names"], data_format.read_label_map(config.data.dir),
                           path, config.data.dir)
   clips, crops = config.data.test_clips, config.data.test_crops

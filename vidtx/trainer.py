@@ -20,6 +20,7 @@ import optax
 from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
+from vidtx import data as data_lib
 from vidtx import evaluate, losses, models, optim, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
@@ -213,6 +214,8 @@ def prefetched(iterator, mesh, depth: int = 2):
 # ----------------------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints). Returns the last metrics."""
+  if config.data.get("name") != "synthetic":
+    data_lib.require_prepared(config.data.dir)  # before TensorFlow loads: a one-line error
   # The data modules and clu's writers import TensorFlow; the train step itself does not need it.
   from vidtx import writers
   from vidtx.data import format as data_format

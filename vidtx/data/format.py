@@ -22,10 +22,10 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 from etils import epath
 
+from vidtx.data import LABEL_MAP_FILE, require_prepared
 from vidtx.errors import VidtxError
 
 DATASET_NAME = "vidtx"
-LABEL_MAP_FILE = "label_map.txt"
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 
 
@@ -142,10 +142,5 @@ def is_prepared(data_dir: str) -> bool:
 
 def builder(data_dir: str) -> tfds.core.DatasetBuilder:
   """The TFDS builder of a prepared dataset, with a clear error where there is none."""
-  if not os.path.isdir(data_dir):
-    raise VidtxError(f"dataset directory {data_dir} does not exist")
-  if not is_prepared(data_dir):
-    raise VidtxError(
-        f"{data_dir} is not a prepared dataset (no dataset_info.json / {LABEL_MAP_FILE}); "
-        "make one with data_prep/")
+  require_prepared(data_dir)
   return tfds.builder_from_directory(data_dir)

@@ -1,5 +1,6 @@
 """End to end on the synthetic dataset: train, resume after SIGKILL, multi-device equality, eval, predict."""
 import glob
+import importlib
 import json
 import os
 import signal
@@ -193,3 +194,37 @@ def test_bad_input_gets_one_clear_line(trained, data_dir, tmp_path):
                         "--config.model.hidden_size=48", *config_overrides(data_dir))
   assert other_model.returncode == 1 and "Traceback" not in other_model.stderr
   assert "another model" in other_model.stderr and "hidden_size" in other_model.stderr
+
+
+def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
+  """A PaddleVideo-layout .pdparams -> `vidtx.convert` CLI -> predict.py, end to end."""
+  from vidtx import convert
+  from vidtx.data import pipeline, prepare
+
+  config_arg = "--config=configs/tokshift_ucf101.py:smoke=True"
+  config = importlib.import_module("configs.tokshift_ucf101").get_config("smoke=True")
+  model = models.build(config.model)
+  variables = nn.unbox(model.init(jax.random.key(3), np.zeros((1, 8, 32, 32, 3), np.float32), train=False))
+  source = tmp_path / "tokshift_ucf101.pdparams"
+  convert.save_pdparams(convert.to_paddle(variables, config), str(source))
+  labels = ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
+  (tmp_path / "labels.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(labels)))
+  converted = tmp_path / "converted"
+  run = run_cli("-m", "vidtx.convert", "paddle", config_arg, f"--input={source}", f"--output={converted}",
+                f"--labels={tmp_path / 'labels.txt'}")
+  assert run.returncode == 0, run.stderr
+
+  video = sorted(glob.glob(os.path.join(data_dir + "_videos", "videos", "*", "*.avi")))[0]
+  result = run_cli("predict.py", config_arg, f"--checkpoint={converted}", video)
+  assert result.returncode == 0, result.stderr
+  printed = [line.split() for line in result.stdout.strip().splitlines()[1:]]
+
+  # The same video through the eval transform and the original (unconverted) variables.
+  decoded = prepare.decode_video(video, short_side=256)
+  views = pipeline.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips, config.data.test_crops)
+  scores = evaluate.video_scores(model, variables, views[None], config.data, config.eval.averaging)[0]
+  probs = np.asarray(jax.nn.softmax(scores))
+  expected = evaluate.top_k(probs, labels)
+  assert [name for _, name in printed] == [name for name, _ in expected]
+  np.testing.assert_allclose([float(p.rstrip("%")) / 100 for p, _ in printed],
+                             [p for _, p in expected], atol=1e-4)

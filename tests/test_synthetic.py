@@ -12,10 +12,11 @@ from vidtx.errors import VidtxError
 SEED = 3
 
 
-def object_mask(frames, class_index, group, seed=SEED):
+def object_mask(frames, class_index, group, clip=1, seed=SEED):
   """[T, H, W] bool: pixels that differ from the video's background (the moving object)."""
-  # The background is a function of (seed, class, group): rebuild it to find the object.
-  background, _, _ = synthetic._look(np.random.default_rng([seed, class_index, group]), frames.shape[1])
+  # The background is a function of (seed, class, group, clip): rebuild it to find the object.
+  background, _, _ = synthetic._look(synthetic.look_generator(seed, class_index, group, clip),
+                                     frames.shape[1])
   return np.abs(frames.astype(np.float32) - np.clip(background, 0, 255)).max(-1) > 40
 
 
@@ -39,7 +40,7 @@ def total_rotation(angles):
 def motion(class_index, group, clip=1, num_frames=16):
   frames = synthetic.render_video(class_index, size=64, num_frames=num_frames, seed=SEED,
                                   group=group, clip=clip)
-  return track(object_mask(frames, class_index, group))
+  return track(object_mask(frames, class_index, group, clip))
 
 
 @pytest.mark.parametrize("name, dx, dy", [

@@ -4,9 +4,11 @@ Classes come in pairs, each the time-reverse of the other: a video of the second
 class of a pair is drawn exactly like one of the first and played backwards.
 Within a pair the set of frames is therefore identically distributed, and a
 model that ignores frame order cannot beat chance (50%) between the two. Shape,
-colour and background texture are random per UCF101-style group; size, position,
-speed and noise are random per clip. Files use the UCF101 layout and are prepared
-with the UCF101 preparation (split 1):
+colour, background texture, size, position, speed and noise are all random per
+clip, so appearance carries no class information (a look shared by a UCF101-style
+group of one class would let a small model learn look -> class on the training
+groups, which fails on the test groups). Files use the UCF101 layout and are
+prepared with the UCF101 preparation (split 1):
 
     <root>/videos/<Class>/v_<Class>_gXX_cYY.avi
     <root>/annotations/classInd.txt, trainlist01.txt, testlist01.txt
@@ -39,6 +41,7 @@ ALL_CLASS_NAMES = tuple(name for pair in _PAIRS for name in pair[:2])
 MAX_CLASSES = len(ALL_CLASS_NAMES)
 CODECS = {"mpeg4": ".avi", "h264": ".mp4"}  # codec -> container (file extension)
 MARKER_FILE = "synthetic.json"  # the parameters, written last: the tree is complete
+GENERATOR = 2  # bump when the videos change for the same parameters (2: looks random per clip)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -143,12 +146,17 @@ def _draw(background, shape, colour, centre, angle, scale, supersample: int = 2)
   return (background[None] * (1 - alpha) + colour * alpha).astype(np.float32)
 
 
+def look_generator(seed: int, class_index: int, group: int, clip: int) -> np.random.Generator:
+  """The random stream that draws one clip's look (background, shape, colour)."""
+  return np.random.default_rng([seed, class_index, group, clip, 0])
+
+
 def render_video(class_index: int, *, size: int = 64, num_frames: int = 32, seed: int = 0,
                  group: int = 1, clip: int = 1) -> np.ndarray:
   """Frames [num_frames, size, size, 3] uint8 of one video: a pure function of the arguments."""
   pair, backwards = divmod(class_index, 2)
   _, _, motion, direction = _PAIRS[pair]
-  look_rng = np.random.default_rng([seed, class_index, group])
+  look_rng = look_generator(seed, class_index, group, clip)
   clip_rng = np.random.default_rng([seed, class_index, group, clip, 1])
   background, shape, colour = _look(look_rng, size)
   t = np.linspace(0.0, 1.0, num_frames)
@@ -207,7 +215,7 @@ def write_synthetic_videos(out_dir: str, *, num_classes: int = 8, videos_per_cla
   if codec not in CODECS:
     raise VidtxError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
   params = dict(num_classes=num_classes, videos_per_class=videos_per_class, seed=seed,
-                size=size, num_frames=num_frames, fps=fps, codec=codec)
+                size=size, num_frames=num_frames, fps=fps, codec=codec, generator=GENERATOR)
   plan = layout(videos_per_class)
   os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
   train, test, start = [], [], time.monotonic()
@@ -260,7 +268,7 @@ def ensure_synthetic_dataset(data_dir: str, *, num_classes: int = 8, videos_per_
   data_dir = os.path.abspath(os.path.expanduser(data_dir))
   params = dict(num_classes=num_classes, videos_per_class=videos_per_class, seed=seed, size=size,
                 num_frames=num_frames, fps=fps, codec=codec)
-  wanted = dict(params, short_side=short_side or size)
+  wanted = dict(params, generator=GENERATOR, short_side=short_side or size)
   if data_format.is_prepared(data_dir):
     made = data_format.read_prepare_info(data_dir).get("details", {}).get("synthetic")
     if made != wanted:
@@ -269,7 +277,7 @@ def ensure_synthetic_dataset(data_dir: str, *, num_classes: int = 8, videos_per_
     return data_dir
 
   raw = data_dir.rstrip(os.sep) + "_videos"
-  if _read_params(raw) != params:
+  if _read_params(raw) != dict(params, generator=GENERATOR):
     if os.path.exists(raw) and _read_params(raw) is None and os.listdir(raw):
       raise VidtxError(f"{raw} exists but is not a synthetic video tree (no {MARKER_FILE}); "
                        "move it away or choose another data directory")

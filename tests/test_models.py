@@ -403,3 +403,15 @@ def test_flops_cli_reads_a_config_file(tmp_path, capsys):
   model = models.build(dict(TINY["tokshift"], depth=1))
   params, _ = flops.measure(model, 4, 32)
   assert f"params {params:,}" in out and "GMACs" in out
+
+
+def test_vivit_without_temporal_parts_ignores_frame_order():
+  """tubelet_size=1 and temporal_depth=0 (frame representations averaged): the demo's baseline."""
+  clip = video()
+  perm = clip[:, ::-1]
+  for temporal, invariant in ((False, True), (True, False)):
+    overrides = {} if temporal else dict(tubelet_size=1, temporal_depth=0)
+    model = models.build(dict(TINY["vivit_fe"], dtype="float32", **overrides))
+    variables = random_variables(model, clip)
+    same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
+    assert same == invariant, f"temporal={temporal}"

@@ -5,7 +5,9 @@ model:
     (`blocks_i`, `depth` layers) runs on each temporal index with a per-frame CLS and
     `pos_embed` [1, 1+N, D]; the frame representation goes to a temporal encoder
     (`temporal_blocks_i`, `temporal_depth` layers) with its own `temporal_cls_token` and
-    `time_embed` [1, 1+T', D]; final LN `norm`, CLS -> `head/fc`.
+    `time_embed` [1, 1+T', D]; final LN `norm`, CLS -> `head/fc`. `temporal_depth=0`: no
+    temporal encoder, the frame representations are averaged (with `tubelet_size=1`, a
+    model blind to frame order: the "temporal mixing off" baseline).
     Frame representation (`frame_repr`): 'cls' (default, scenic) = the spatial encoder's CLS
     after `spatial_norm`; 'mean' (mx-mark) = the mean of the frame's patch tokens, no LN.
     Each sample's own frames feed its temporal encoder (mx-mark's `x[:b, 0]` takes the CLS of
@@ -95,6 +97,10 @@ class ViViT(nn.Module):
       else:
         x = x[:, 1:].mean(axis=1)
       x = vit.constrain(x.reshape(b, tt, d), "act_batch", "act_len", "act_embed")
+      if not self.temporal_depth:
+        # No temporal encoder: the frame representations are averaged (blind to frame order).
+        x = vit.layer_norm(dtype=dtype, name="norm")(x.mean(axis=1))
+        return vit.Head(self.num_classes, name="head")(x)
       temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
       time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
       time = jnp.concatenate([time[:, :1], vit.resize_time_embed(time[:, 1:], tt)], axis=1)

@@ -14,8 +14,9 @@ SEED = 3
 
 def object_mask(frames, class_index, group, clip=1, seed=SEED):
   """[T, H, W] bool: pixels that differ from the video's background (the moving object)."""
-  # The background is a function of (seed, group): rebuild it to find the object.
-  background, _, _ = synthetic._look(synthetic.look_generator(seed, group), frames.shape[1])
+  # The background is a function of (seed, class, group, clip): rebuild it to find the object.
+  background, _, _ = synthetic._look(synthetic.look_generator(seed, class_index, group, clip),
+                                     frames.shape[1])
   return np.abs(frames.astype(np.float32) - np.clip(background, 0, 255)).max(-1) > 40
 
 

@@ -3,13 +3,12 @@
 Classes come in pairs, each the time-reverse of the other: a video of the second
 class of a pair is drawn exactly like one of the first and played backwards.
 Within a pair the set of frames is therefore identically distributed, and a
-model that ignores frame order cannot beat chance (50%) between the two. The look
-(shape, colour, background texture) is shared by a UCF101-style group across all
-classes, so within the training set every look appears with every label and
-appearance carries no class information: a small model cannot shortcut by
-memorising looks (it did, when looks were per class or per clip). Size, position,
-speed and noise are random per clip. Test groups have looks of their own. Files use
-the UCF101 layout and are prepared with the UCF101 preparation (split 1):
+model that ignores frame order cannot beat chance (50%) between the two. Everything
+else is random per clip: look (shape, colour, faint background texture), size,
+position, speed and noise, so appearance carries no class information and a model
+has to generalise across looks (looks shared by a UCF101-style group let small
+models learn features that fail on the test groups' unseen looks). Files use the
+UCF101 layout and are prepared with the UCF101 preparation (split 1):
 
     <root>/videos/<Class>/v_<Class>_gXX_cYY.avi
     <root>/annotations/classInd.txt, trainlist01.txt, testlist01.txt
@@ -42,7 +41,7 @@ ALL_CLASS_NAMES = tuple(name for pair in _PAIRS for name in pair[:2])
 MAX_CLASSES = len(ALL_CLASS_NAMES)
 CODECS = {"mpeg4": ".avi", "h264": ".mp4"}  # codec -> container (file extension)
 MARKER_FILE = "synthetic.json"  # the parameters, written last: the tree is complete
-GENERATOR = 4  # bump when the videos change for the same parameters (4: looks per group, all classes)
+GENERATOR = 6  # bump when the videos change for the same parameters (6: looks per clip, faint texture)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -95,7 +94,7 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 def _look(rng: np.random.Generator, size: int):
   """What a group shares: background [H, W, 3], shape, colour."""
   base = rng.uniform(40, 215, size=3)
-  background = base + 12 * _smooth_noise(rng, size, 6) + 3 * rng.normal(size=(size, size, 3))
+  background = base + 5 * _smooth_noise(rng, size, 6) + 2 * rng.normal(size=(size, size, 3))
   background = background.astype(np.float32)
   shape = int(rng.integers(len(_SHAPES)))
   for _ in range(50):  # an object that stands out from the background
@@ -147,9 +146,9 @@ def _draw(background, shape, colour, centre, angle, scale, supersample: int = 2)
   return (background[None] * (1 - alpha) + colour * alpha).astype(np.float32)
 
 
-def look_generator(seed: int, group: int) -> np.random.Generator:
-  """The random stream that draws a group's look (background, shape, colour), for every class."""
-  return np.random.default_rng([seed, group, 0])
+def look_generator(seed: int, class_index: int, group: int, clip: int) -> np.random.Generator:
+  """The random stream that draws one clip's look (background, shape, colour)."""
+  return np.random.default_rng([seed, class_index, group, clip, 0])
 
 
 def render_video(class_index: int, *, size: int = 64, num_frames: int = 32, seed: int = 0,
@@ -157,7 +156,7 @@ def render_video(class_index: int, *, size: int = 64, num_frames: int = 32, seed
   """Frames [num_frames, size, size, 3] uint8 of one video: a pure function of the arguments."""
   pair, backwards = divmod(class_index, 2)
   _, _, motion, direction = _PAIRS[pair]
-  look_rng = look_generator(seed, group)
+  look_rng = look_generator(seed, class_index, group, clip)
   clip_rng = np.random.default_rng([seed, class_index, group, clip, 1])
   background, shape, colour = _look(look_rng, size)
   t = np.linspace(0.0, 1.0, num_frames)

@@ -405,12 +405,15 @@ def test_flops_cli_reads_a_config_file(tmp_path, capsys):
   assert f"params {params:,}" in out and "GMACs" in out
 
 
-def test_vivit_without_temporal_parts_ignores_frame_order():
-  """tubelet_size=1 and temporal_depth=0 (frame representations averaged): the demo's baseline."""
+@pytest.mark.parametrize("variant,off", [
+    ("factorised_encoder", dict(tubelet_size=1, temporal_depth=0)),
+    ("spatio_temporal", dict(tubelet_size=1, time_embedding=False))])
+def test_vivit_without_temporal_parts_ignores_frame_order(variant, off):
+  """One-frame tubelets and no temporal encoder / no time embedding: blind to frame order."""
   clip = video()
   perm = clip[:, ::-1]
   for temporal, invariant in ((False, True), (True, False)):
-    overrides = {} if temporal else dict(tubelet_size=1, temporal_depth=0)
+    overrides = dict(model=variant) if temporal else dict(model=variant, **off)
     model = models.build(dict(TINY["vivit_fe"], dtype="float32", **overrides))
     variables = random_variables(model, clip)
     same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)

@@ -14,6 +14,8 @@ model:
     sample 0's frames for every sample; not reproduced).
   - 'spatio_temporal' (model 1): joint attention over the CLS and all T'*N tubelet tokens;
     factorised embeddings: `pos_embed` [1, 1+N, D] per frame plus `time_embed` [1, T', D].
+    With `time_embedding=False` and `tubelet_size=1` it is blind to frame order (joint
+    attention over a set of tokens): the "temporal mixing off" baseline of the demo.
 
 Parameter names: patch_embed/proj/{kernel DHWIO [t,p,p,3,D], bias}, cls_token, pos_embed,
 time_embed, temporal_cls_token, blocks_i/..., temporal_blocks_i/... (same sub-names as
@@ -50,6 +52,7 @@ class ViViT(nn.Module):
   drop_path_rate: float = 0.1
   dropout_rate: float = 0.0
   frame_repr: str = "cls"
+  time_embedding: bool = True  # False: no `time_embed`; spatio_temporal with tubelet_size=1 is then order-blind
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
 
@@ -85,8 +88,10 @@ class ViViT(nn.Module):
     frames = self.num_frames // self.tubelet_size
 
     if self.model == "spatio_temporal":
-      time = vit.embedding_param(self, "time_embed", (1, frames, d))
-      x = x + pos[:, None, 1:] + vit.resize_time_embed(time, tt)[:, :, None].astype(dtype)
+      x = x + pos[:, None, 1:]
+      if self.time_embedding:
+        time = vit.embedding_param(self, "time_embed", (1, frames, d))
+        x = x + vit.resize_time_embed(time, tt)[:, :, None].astype(dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls + pos[:, :1], (b, 1, d)), x.reshape(b, tt * n, d)], 1)
       x = self.encoder(dropout(x, deterministic=not train), "blocks", self.depth, train=train, dtype=dtype)
     else:
@@ -102,9 +107,10 @@ class ViViT(nn.Module):
         x = vit.layer_norm(dtype=dtype, name="norm")(x.mean(axis=1))
         return vit.Head(self.num_classes, name="head")(x)
       temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
-      time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
-      time = jnp.concatenate([time[:, :1], vit.resize_time_embed(time[:, 1:], tt)], axis=1)
-      x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1) + time.astype(dtype)
+      x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1)
+      if self.time_embedding:
+        time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
+        x = x + jnp.concatenate([time[:, :1], vit.resize_time_embed(time[:, 1:], tt)], axis=1).astype(dtype)
       x = self.encoder(dropout(x, deterministic=not train), "temporal_blocks", self.temporal_depth,
                        train=train, dtype=dtype)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]

@@ -269,6 +269,11 @@ def test_relative_position_index_vs_brute_force():
                                   _brute_index(window, (8, 7, 7)))
   n = 2 * 49   # time-only clipping equals Paddle's relative_position_index[:N, :N]
   np.testing.assert_array_equal(swin.relative_position_index((2, 7, 7), (8, 7, 7)), full[:n, :n])
+  # The attention uses Paddle's slice everywhere, also where it differs (spatial clipping).
+  np.testing.assert_array_equal(swin.paddle_window_index((2, 7, 7), (8, 7, 7)), full[:n, :n])
+  n = 8 * 3 * 5
+  np.testing.assert_array_equal(swin.paddle_window_index((8, 3, 5), (8, 7, 7)), full[:n, :n])
+  assert not np.array_equal(full[:n, :n], _brute_index((8, 3, 5), (8, 7, 7)))
 
 
 def _region(x, size, window, shift):

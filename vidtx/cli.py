@@ -72,5 +72,3 @@ def require(flag_values, *names: str) -> None:
       lines = [line.strip() for line in str(e).splitlines() if line.strip()]
       raise VidtxError(f"--config={flag_values['config'].config_filename}: {lines[-1]}") from None
 
-
-FLAGS = flags.FLAGS

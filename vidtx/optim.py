@@ -7,7 +7,6 @@ Durations are given as `<name>_steps` or `<name>_epochs` (big_vision style).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -135,5 +134,3 @@ def make_optimizer(optim_config, params, schedule: optax.Schedule) -> optax.Grad
 def global_norm(tree) -> jax.Array:
   return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
-
-MakeOptimizer = Callable[[object], optax.GradientTransformation]

@@ -14,6 +14,8 @@ import dm_pix as pix
 import jax
 import jax.numpy as jnp
 
+from vidtx import losses
+
 
 class MixedLabels(NamedTuple):
   """Targets of a mixed batch: loss = lam * L(labels_a) + (1 - lam) * L(labels_b)."""
@@ -79,11 +81,8 @@ def mixed_targets(mixed: MixedLabels, num_classes: int,
                   label_smoothing: float = 0.0) -> jax.Array:
   """Soft targets `[B, num_classes]`: cross-entropy against them equals
   lam * CE(labels_a) + (1 - lam) * CE(labels_b), label smoothing on both terms."""
-  def smoothed(labels):
-    onehot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-    return onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
-
-  return mixed.lam * smoothed(mixed.labels_a) + (1.0 - mixed.lam) * smoothed(mixed.labels_b)
+  return (mixed.lam * losses.smoothed_targets(mixed.labels_a, num_classes, label_smoothing)
+          + (1.0 - mixed.lam) * losses.smoothed_targets(mixed.labels_b, num_classes, label_smoothing))
 
 
 def color_jitter(rng: jax.Array, video: jax.Array, *, brightness: float = 0.0,

@@ -9,10 +9,10 @@ and the shift along it is 0. LayerNorm eps 1e-5 (Paddle's default).
 
 Sizes that are not a multiple of the window are padded at the end of each of D, H, W (as
 Paddle does; checked against PaddleVideo at 10x56x56 and 19x202x202 inputs).
-One departure from Paddle, which never shows at the published input sizes (e.g. 32x224):
-  - For a clipped window Paddle slices `relative_position_index[:N, :N]`, which gives the
-    right offsets only when just the leading (time) dim is clipped; we index the table with
-    the clipped window's true offsets (identical whenever Paddle's is right).
+For a clipped window Paddle slices `relative_position_index[:N, :N]`, which gives the true
+offsets only when just the leading (time) dim is clipped; we do the same (a quirk, kept so
+converted checkpoints give Paddle's logits at every input size; it never shows at the
+published sizes, e.g. 32x224).
 
 Parameter names (Paddle `backbone.X` / `head.X`; '.' -> '/', `layers.i` -> `layers_i`,
 `blocks.j` -> `blocks_j`): patch_embed/proj/{kernel DHWIO [2,4,4,3,C], bias},
@@ -54,6 +54,14 @@ def relative_position_index(window, table_window=None) -> np.ndarray:
   rel = coords[:, :, None] - coords[:, None, :] + (np.asarray(table_window) - 1)[:, None, None]
   td, th, tw = (2 * np.asarray(table_window) - 1)
   return (rel[0] * th * tw + rel[1] * tw + rel[2]).astype(np.int64)
+
+
+def paddle_window_index(window, table_window) -> np.ndarray:
+  """The index PaddleVideo uses for a (possibly clipped) window: the configured window's
+  index cut to its first N rows and columns, N = prod(window). Equal to the true offsets
+  (`relative_position_index(window, table_window)`) unless a spatial dim is clipped."""
+  n = int(np.prod(window))
+  return relative_position_index(table_window)[:n, :n]
 
 
 def window_partition(x, window):
@@ -107,7 +115,7 @@ class WindowAttention(vit.Attention):
     table = self.param("relative_position_bias_table",
                        nn.with_logical_partitioning(vit.trunc_normal(0.02), (None, "heads")),
                        (rows, self.num_heads), jnp.float32)
-    index = relative_position_index(self.window_size, self.table_window)
+    index = paddle_window_index(self.window_size, self.table_window)
     return table[index.reshape(-1)].reshape(length, length, -1).transpose(2, 0, 1)
 
 

@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from absl import logging as absl_logging
 from etils import epath
 
-from vidtx.data import LABEL_MAP_FILE, require_prepared
+from vidtx.data import LABEL_MAP_FILE, is_prepared, require_prepared  # noqa: F401  (is_prepared re-exported)
 from vidtx.errors import VidtxError
 
 DATASET_NAME = "vidtx"
@@ -133,11 +133,6 @@ def read_prepare_info(data_dir: str) -> dict:
     return {}
   with open(path) as f:
     return json.load(f)
-
-
-def is_prepared(data_dir: str) -> bool:
-  return os.path.exists(os.path.join(data_dir, "dataset_info.json")) and os.path.exists(
-      os.path.join(data_dir, LABEL_MAP_FILE))
 
 
 def builder(data_dir: str) -> tfds.core.DatasetBuilder:

@@ -14,6 +14,8 @@ def define_prepare_flags() -> None:
   flags.DEFINE_float("fps", None, "Resample to this frame rate (default: keep every frame).")
   flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
   flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
+  flags.DEFINE_float("video_timeout", 300, "Seconds one video may take to decode; a slower one, "
+                     "or one whose decoder hangs, is skipped and reported (0: no limit).")
   flags.DEFINE_integer("videos_per_shard", 32, "Videos per TFRecord shard.")
   flags.DEFINE_bool("overwrite", False, "Replace a dataset already prepared in --out with other "
                     "videos or settings.")
@@ -25,5 +27,5 @@ def prepare(splits, class_names, failures, *, source: str, details: dict | None 
   return prepare_lib.prepare_dataset(
       FLAGS.out, splits, class_names, short_side=FLAGS.short_side, fps=FLAGS.fps,
       max_frames=FLAGS.max_frames, jpeg_quality=FLAGS.jpeg_quality, workers=FLAGS.workers,
-      videos_per_shard=FLAGS.videos_per_shard, source=source, details=details,
-      failures=failures, overwrite=FLAGS.overwrite)
+      video_timeout=FLAGS.video_timeout, videos_per_shard=FLAGS.videos_per_shard, source=source,
+      details=details, failures=failures, overwrite=FLAGS.overwrite)

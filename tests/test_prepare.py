@@ -2,7 +2,11 @@
 import fractions
 import json
 import os
+import struct
+import threading
+import time
 
+import av
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -97,6 +101,12 @@ def prepared(ucf_tree, tmp_path_factory):
   return out, info
 
 
+def labels_by_id(data_dir, split):
+  dataset = tfds.builder_from_directory(data_dir).as_dataset(
+      split=split, decoders={"video": tfds.decode.SkipDecoding()})
+  return {ex["video_id"].numpy().decode(): int(ex["label"]) for ex in dataset}
+
+
 def shard_bytes(data_dir):
   return {name: open(os.path.join(data_dir, name), "rb").read()
           for name in sorted(os.listdir(data_dir)) if ".tfrecord-" in name}
@@ -143,6 +153,59 @@ def test_decode_errors_name_the_file_and_the_reason(tmp_path):
     with pytest.raises(VidtxError, match=words) as e:
       prepare.decode_video(str(path))
     assert str(path) in str(e.value)
+
+
+def set_mp4_rotation(path, degrees):
+  """Writes the display matrix of a `degrees` counter-clockwise turn into the mp4's track header.
+
+  The 3x3 matrix of the tkhd box is what a phone writes; FFmpeg reads it as `rotation`.
+  """
+  data = bytearray(open(path, "rb").read())
+  box = data.rindex(b"tkhd") - 4  # the only track's header, in the moov box at the end
+  assert data[box + 8] == 0  # version 0: the matrix starts at byte 48
+  cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), -90: (0, -1)}[degrees]
+  # a b u / c d v / x y w: 16.16 fixed point, except u v w (2.30).
+  data[box + 48:box + 84] = struct.pack(">9i", cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0,
+                                        0, 0, 1 << 30)
+  open(path, "wb").write(data)
+
+
+def bright_corner(jpeg):
+  image = tf.io.decode_jpeg(jpeg).numpy().mean(axis=-1)
+  h, w = image.shape[0] // 2, image.shape[1] // 2
+  quadrants = {"top left": image[:h, :w], "top right": image[:h, w:],
+               "bottom left": image[h:, :w], "bottom right": image[h:, w:]}
+  return max(quadrants, key=lambda k: quadrants[k].mean())
+
+
+# FFmpeg's rotation turns counter-clockwise; an iPhone's portrait video reads as -90.
+@pytest.mark.parametrize("degrees, corner", [
+    (0, "top left"), (90, "bottom left"), (-90, "top right"), (180, "bottom right")])
+def test_decode_shows_frames_as_a_player_turns_them(tmp_path, degrees, corner):
+  frames = np.full((3, 48, 64, 3), 20, np.uint8)
+  frames[:, :12, :12] = 235  # a bright block in the stored top-left corner
+  path = str(tmp_path / "phone.mp4")
+  write_video(path, frames, codec="h264")
+  set_mp4_rotation(path, degrees)
+  with av.open(path) as container:
+    assert next(container.decode(video=0)).rotation % 360 == degrees % 360
+  portrait = degrees in (90, -90)
+  full = prepare.decode_video(path, short_side=None)
+  assert (full.width, full.height) == ((48, 64) if portrait else (64, 48))
+  assert [bright_corner(j) for j in full.jpeg_frames] == [corner] * 3
+  resized = prepare.decode_video(path, short_side=24)
+  assert (resized.width, resized.height) == ((24, 32) if portrait else (32, 24))
+  assert tf.io.decode_jpeg(resized.jpeg_frames[0]).shape == (resized.height, resized.width, 3)
+  assert bright_corner(resized.jpeg_frames[0]) == corner
+
+
+def test_decode_gives_up_past_the_timeout(tmp_path):
+  path = str(tmp_path / "slow.mp4")
+  write_video(path, grey_ramp(10, 48, 64), codec="h264")
+  with pytest.raises(prepare.VideoError, match="--video_timeout") as e:
+    prepare.decode_video(path, timeout=1e-3)
+  assert path in str(e.value)
+  assert len(prepare.decode_video(path, timeout=60).jpeg_frames) == 10
 
 
 # ----------------------------------------------------------------------------- prepare_dataset
@@ -198,18 +261,18 @@ def test_interrupted_run_resumes_to_identical_bytes(prepared, ucf_tree, tmp_path
   out = str(tmp_path / "resumed")
   real, calls = prepare._run_shard, []
 
-  def interrupted_after_three(*args):
+  def interrupted_after_three(*args, **kwargs):
     if len(calls) == 3:
       raise KeyboardInterrupt
     calls.append(args[0])
-    return real(*args)
+    return real(*args, **kwargs)
 
   monkeypatch.setattr(prepare, "_run_shard", interrupted_after_three)
   with pytest.raises(KeyboardInterrupt):
     prepare_ucf(ucf_tree, out)
   assert not data_format.is_prepared(out)
   resumed = []
-  monkeypatch.setattr(prepare, "_run_shard", lambda *a: resumed.append(a[0]) or real(*a))
+  monkeypatch.setattr(prepare, "_run_shard", lambda *a, **k: resumed.append(a[0]) or real(*a, **k))
   prepare_ucf(ucf_tree, out)
   total = len(GOOD) + len(BROKEN) - 1  # the missing file never reaches a shard
   assert len(resumed) == total - 3 and not set(resumed) & set(calls)
@@ -225,7 +288,7 @@ def test_interruption_while_finishing_recovers(prepared, ucf_tree, tmp_path, mon
     m.setattr(data_format, "write_metadata", crash)
     with pytest.raises(KeyboardInterrupt):
       prepare_ucf(ucf_tree, out)
-  monkeypatch.setattr(prepare, "_run_shard", lambda *a: pytest.fail("shards were redone"))
+  monkeypatch.setattr(prepare, "_run_shard", lambda *a, **k: pytest.fail("shards were redone"))
   prepare_ucf(ucf_tree, out)
   assert shard_bytes(out) == shard_bytes(prepared[0])
 
@@ -234,6 +297,86 @@ def test_worker_processes_write_the_same_bytes(prepared, ucf_tree, tmp_path):
   out = str(tmp_path / "parallel")
   prepare_ucf(ucf_tree, out, workers=2)
   assert shard_bytes(out) == shard_bytes(prepared[0])
+
+
+def test_a_video_past_the_timeout_is_reported_and_the_run_goes_on(ucf_tree, tmp_path, monkeypatch):
+  slow_id = "v_ClassA_g01_c01"  # 20 frames; 0.2 s each here
+  encode = prepare._FrameEncoder.__call__
+
+  def slow_for_one_video(self, frame, index):
+    if slow_id in self.stream.container.name:
+      time.sleep(0.2)
+    return encode(self, frame, index)
+
+  monkeypatch.setattr(prepare._FrameEncoder, "__call__", slow_for_one_video)
+  out = str(tmp_path / "timeout")
+  info = prepare_ucf(ucf_tree, out, video_timeout=1)
+  assert info["video_timeout"] == 1 and info["failed"] == len(BROKEN) + 1
+  line = next(x for x in open(os.path.join(out, prepare.REPORT_FILE)) if f"\t{slow_id}\t" in x)
+  assert "decoding took longer than 1 s (--video_timeout)" in line
+  assert sorted(labels_by_id(out, "test")) == ["v_ClassB_g01_c01"]
+
+
+def write_hanging_video(path):
+  """A playlist whose segment is a FIFO without a writer: FFmpeg's open() blocks, inside C code.
+
+  Returns a timer that releases the hang after a minute, so a broken watchdog fails the test
+  instead of hanging it.
+  """
+  segment = os.path.join(os.path.dirname(path), "segment.ts")
+  os.mkfifo(segment)
+  with open(path, "w") as f:
+    f.write(f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{os.path.basename(segment)}\n"
+            "#EXT-X-ENDLIST\n")
+  release = threading.Timer(60, lambda: open(segment, "w").close())
+  release.daemon = True
+  return release
+
+
+def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
+  videos = tmp_path / "videos"
+  videos.mkdir()
+  entries = []
+  for i in range(4):
+    path = str(videos / f"clip{i}.avi")
+    write_video(path, grey_ramp(6, 32, 48))
+    entries.append(sources.VideoEntry(path, i % 2, f"clip{i}"))
+  hanging = str(videos / "hang.m3u8")
+  release = write_hanging_video(hanging)
+  entries.append(sources.VideoEntry(hanging, 0, "hang"))
+  monkeypatch.setattr(prepare, "_HANG_GRACE", 0.5)
+  out = str(tmp_path / "hung")
+
+  def prepare_clips(out, workers):
+    return prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
+                                   workers=workers, videos_per_shard=2, video_timeout=3,
+                                   verbose=False)
+
+  release.start()
+  try:
+    info = prepare_clips(out, workers=2)
+  finally:
+    release.cancel()
+  assert info["failed"] == 1
+  report = open(os.path.join(out, prepare.REPORT_FILE)).read().splitlines()
+  assert report[2:] == [f"train\thang\t{hanging}\tdecoder hung: no progress for 3.5 s; killed"]
+  assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
+  assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
+  before = shard_bytes(out)
+  assert prepare_clips(out, workers=2) == info and shard_bytes(out) == before
+
+  # The same bytes as a run in which the playlist fails like any unusable file.
+  decode = prepare.decode_video
+
+  def playlist_fails(path, **kwargs):
+    if path == hanging:
+      raise prepare.VideoError(path, "unusable")
+    return decode(path, **kwargs)
+
+  monkeypatch.setattr(prepare, "decode_video", playlist_fails)
+  normal = str(tmp_path / "normal")
+  prepare_clips(normal, workers=1)
+  assert shard_bytes(normal) == before
 
 
 def test_split_without_usable_videos_is_left_out_clearly(ucf_tree, tmp_path):
@@ -258,6 +401,8 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a", "a"], verbose=False)
   with pytest.raises(VidtxError, match="jpeg_quality"):
     prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], jpeg_quality=0, verbose=False)
+  with pytest.raises(VidtxError, match="video_timeout"):
+    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], video_timeout=-1, verbose=False)
 
 
 def test_shard_plan_is_deterministic_and_mixes_classes():

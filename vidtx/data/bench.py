@@ -8,8 +8,10 @@
 thread pool of `--threads` threads (intra-op parallelism 1), so clips/s divided
 by threads is clips/s per core. `baseline` (with --videos_dir): `--threads`
 worker processes that each open a source video with PyAV, decode every frame up
-to the last sampled one (as the mmaction / PaddleVideo PyAV loaders do), convert
-the sampled ones to RGB, resize the short side and take a random crop.
+to the last sampled one and convert each to an RGB array (as mmaction2's
+`PyAVDecode` and PaddleVideo's pyav `VideoDecoder` do; `--baseline_rgb sampled`
+converts only the sampled frames, a leaner loader than theirs), resize the short
+side and take a random crop.
 
 Both also report clips per CPU-second (process CPU time, all threads or worker
 processes), which does not depend on other load on the machine.
@@ -70,7 +72,7 @@ def bench_baseline(args) -> dict:
     wall = time.perf_counter() - wall
   cpu = sum(cpu for _, cpu in results)  # measured inside the workers
   return _rates("baseline_pyav", len(jobs), wall, cpu, args.threads,
-                clip_shape=list(results[0][0]), videos=len(videos))
+                clip_shape=list(results[0][0]), videos=len(videos), rgb=args.baseline_rgb)
 
 
 def _rates(name, clips, wall, cpu, cores, **extra) -> dict:
@@ -105,7 +107,7 @@ def _worker_warmup(_):
 
 
 def _decode_clip(job):
-  """One training clip the PyAV way: decode up to the last sampled frame, resize, crop."""
+  """One training clip the PyAV way: decode up to the last sampled frame, to RGB, resize, crop."""
   import av
   from PIL import Image
 
@@ -124,7 +126,7 @@ def _decode_clip(job):
     wanted = set(indices.tolist())
     frames = {}
     for i, frame in enumerate(container.decode(stream)):
-      if i in wanted:
+      if args.baseline_rgb == "all" or i in wanted:
         frames[i] = frame.to_ndarray(format="rgb24")
       if i >= indices.max():
         break
@@ -157,6 +159,9 @@ def main(argv=None) -> int:
                       help="tf.data private thread pool size / baseline worker processes")
   parser.add_argument("--videos_dir", help="source videos for the PyAV baseline (dir or list file)")
   parser.add_argument("--baseline_clips", type=int, default=64)
+  parser.add_argument("--baseline_rgb", default="all", choices=("all", "sampled"),
+                      help="convert every decoded frame to RGB (mmaction2 / PaddleVideo) or "
+                      "only the sampled ones")
   parser.add_argument("--output", help="also write the JSON results here")
   args = parser.parse_args(argv)
   try:

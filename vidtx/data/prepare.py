@@ -1,13 +1,14 @@
 """Video files -> prepared dataset: parallel, resumable, never stopped by one bad video.
 
-`decode_video` turns one file into resized JPEG frames. `prepare_dataset` writes
+`decode_video` turns one file into upright, resized JPEG frames. `prepare_dataset` writes
 splits of `VideoEntry`s in the format of `vidtx.data.format`:
 
     <out>/vidtx-<split>.tfrecord-*      the shards (videos that decoded)
     <out>/label_map.txt, dataset_info.json, features.json
     <out>/prepare_report.txt            every video that was skipped, and why
     <out>/prepare_info.json             how the dataset was made (source, settings, counts)
-    <out>/.prepare/                     work in progress: one part + done-marker per shard
+    <out>/.prepare/                     work in progress: one part + done-marker per shard,
+                                        hung.json (videos whose decoder hung: skipped on redo)
 
 The shard plan is a pure function of the entries and settings, so re-running an
 interrupted command redoes only the shards without a marker and ends with the
@@ -45,8 +46,12 @@ from vidtx.errors import VidtxError
 
 REPORT_FILE = "prepare_report.txt"
 WORK_DIR = ".prepare"
+# In the work dir: videos whose decoder hung and whose worker was killed (path -> reason).
+_HUNG_FILE = "hung.json"
+# A worker this long past video_timeout on one video is stuck in C code, where no deadline stops it.
+_HANG_GRACE = 30.0
 # Bump when the bytes written for the same input and settings change: stale markers then redo.
-_PLAN_VERSION = 1
+_PLAN_VERSION = 2
 # A stream that yields fewer frames than this share of what its header promises is truncated.
 _TRUNCATED_SHARE = 0.9
 
@@ -106,16 +111,18 @@ def _ffmpeg_reason(error: Exception) -> str:
 
 
 class _FrameEncoder:
-  """Resizes decoded frames to the output size and encodes them as JPEG.
+  """Resizes decoded frames to the output size, turns them upright and encodes them as JPEG.
 
-  The size comes from the first frame (and the stream's sample aspect ratio); a
-  frame that resampling repeats is encoded once.
+  The size and the rotation come from the first frame (its display matrix, as a player
+  shows it) and the stream's sample aspect ratio; a frame that resampling repeats is
+  encoded once.
   """
 
   def __init__(self, stream, short_side: int | None, quality: int):
     self.stream, self.short_side, self.quality = stream, short_side, quality
     self.reformatter = VideoReformatter()  # keeps its scaler between frames: much faster
-    self.size = None  # (width, height, interpolation)
+    self.size = None  # (width, height, interpolation) as displayed
+    self.turns = 0  # quarter turns counter-clockwise from stored to displayed
     self.last = (-1, b"")  # (source index, JPEG)
 
   def __call__(self, frame, index: int) -> bytes:
@@ -124,30 +131,40 @@ class _FrameEncoder:
     if self.size is None:
       sar = self.stream.codec_context.sample_aspect_ratio
       display_width = round(frame.width * float(sar)) if sar and float(sar) > 0 else frame.width
-      width, height = output_size(display_width, frame.height, self.short_side)
+      self.turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise
+      shown = (frame.height, display_width) if self.turns % 2 else (display_width, frame.height)
+      width, height = output_size(*shown, self.short_side)
       # AREA filters properly when shrinking; when enlarging (UCF101's 240 -> 256) BILINEAR is
       # as good at such small factors and half the cost of BICUBIC.
       smaller = width * height < frame.width * frame.height
       self.size = (width, height, "AREA" if smaller else "BILINEAR")
     width, height, interpolation = self.size
+    if self.turns % 2:  # scale in the stored orientation, then turn
+      width, height = height, width
     rgb = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                     interpolation=interpolation).to_ndarray()
+    rgb = np.rot90(rgb, self.turns)
     self.last = (index, tf.io.encode_jpeg(rgb, quality=self.quality).numpy())
     return self.last[1]
 
 
 def decode_video(path: str, *, short_side: int | None = 256, fps: float | None = None,
-                 max_frames: int | None = None, jpeg_quality: int = 90) -> DecodedVideo:
-  """Decodes `path` to JPEG frames with the short side resized to `short_side`.
+                 max_frames: int | None = None, jpeg_quality: int = 90,
+                 timeout: float | None = None) -> DecodedVideo:
+  """Decodes `path` to JPEG frames as a player shows them, the short side resized to `short_side`.
 
-  `fps`: resample to this frame rate by timestamp (output frame k shows the source
-  frame on screen at k / fps; None keeps every frame at the source rate).
-  `max_frames`: keep at most this many output frames. Raises `VideoError` (a
-  `VidtxError`) for a missing, empty, truncated or undecodable file, or one
-  without video frames.
+  Frames are turned upright by the display matrix (phone videos stored landscape
+  with a rotation come out portrait). `fps`: resample to this frame rate by
+  timestamp (output frame k shows the source frame on screen at k / fps; None
+  keeps every frame at the source rate). `max_frames`: keep at most this many
+  output frames. `timeout`: give up after this many seconds (checked between
+  frames; None or 0: no limit). Raises `VideoError` (a `VidtxError`) for a
+  missing, empty, truncated or undecodable file, one without video frames, or
+  one that takes too long.
   """
   path = os.fspath(path)
   _check_file(path)
+  deadline = time.monotonic() + timeout if timeout else None
   try:
     container = av.open(path, metadata_errors="ignore")
   except (av.FFmpegError, OSError, ValueError) as e:
@@ -177,6 +194,9 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
         held = (frame, index)
         if len(jpegs) >= limit:
           break
+        if deadline is not None and time.monotonic() > deadline:
+          raise VideoError(path, f"decoding took longer than {timeout:g} s (--video_timeout); "
+                           "a slow or pathological file, or an overloaded machine")
     except av.FFmpegError as e:
       raise VideoError(path, f"decoding failed after {len(times)} frames, the file is truncated "
                        f"or corrupt ({_ffmpeg_reason(e)})") from None
@@ -287,25 +307,37 @@ def _features(class_names: tuple[str, ...]):
   return data_format.features(class_names)
 
 
-def _run_shard(shard: _Shard, settings: _Settings, work_dir: str,
-               on_video: Callable[[bool], None]) -> dict:
-  """Decodes the videos of `shard`, writes its part atomically, then its done-marker."""
+def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout: float | None,
+               hung: Mapping[str, str], on_start: Callable[[str], None],
+               on_done: Callable[[bool], None]) -> dict:
+  """Decodes the videos of `shard`, writes its part atomically, then its done-marker.
+
+  `hung`: path -> reason of videos that hung a worker before; they fail without decoding.
+  `on_start(path)` and `on_done(ok)` tell the progress of each video.
+  """
   spec = _features(settings.class_names)
   failures, codecs, frames = [], collections.Counter(), []
 
+  def fail(entry, reason):
+    failures.append(dataclasses.asdict(Failure(shard.split, entry.video_id, entry.path, reason)))
+    on_done(False)
+
   def records():
     for entry in shard.entries:
+      if entry.path in hung:
+        fail(entry, hung[entry.path])
+        continue
+      on_start(entry.path)
       try:
         video = decode_video(entry.path, short_side=settings.short_side, fps=settings.fps,
-                             max_frames=settings.max_frames, jpeg_quality=settings.jpeg_quality)
+                             max_frames=settings.max_frames, jpeg_quality=settings.jpeg_quality,
+                             timeout=video_timeout)
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the run)
-        reason = e.reason if isinstance(e, VideoError) else f"{type(e).__name__}: {e}"
-        failures.append(dataclasses.asdict(Failure(shard.split, entry.video_id, entry.path, reason)))
-        on_video(False)
+        fail(entry, e.reason if isinstance(e, VideoError) else f"{type(e).__name__}: {e}")
         continue
       codecs[video.codec] += 1
       frames.append(len(video.jpeg_frames))
-      on_video(True)
+      on_done(True)
       yield data_format.serialize_example(spec, jpeg_frames=video.jpeg_frames, label=entry.label,
                                           video_id=entry.video_id, fps=video.fps)
 
@@ -329,8 +361,13 @@ def _init_worker(progress_queue) -> None:
   tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
-def _run_shard_in_worker(shard: _Shard, settings: _Settings, work_dir: str) -> dict:
-  return _run_shard(shard, settings, work_dir, _worker_queue.put)
+def _run_shard_in_worker(shard: _Shard, settings: _Settings, work_dir: str,
+                         video_timeout: float | None, hung: Mapping[str, str]) -> dict:
+  """_run_shard in a worker: progress messages are ("start", pid, path) and ("done", pid, ok)."""
+  pid = os.getpid()
+  return _run_shard(shard, settings, work_dir, video_timeout, hung,
+                    on_start=lambda path: _worker_queue.put(("start", pid, path)),
+                    on_done=lambda ok: _worker_queue.put(("done", pid, ok)))
 
 
 # ----------------------------------------------------------------------------- progress
@@ -350,6 +387,10 @@ class _Progress:
     if self.first is None:
       self.first = (time.monotonic(), self.done)
     self.show()
+
+  def rewind(self, done: int, failed: int) -> None:
+    """Back to these counts when unfinished shards start over; the speed is measured anew."""
+    self.done, self.failed, self.first = done, failed, None
 
   def line(self) -> str:
     rate = 0.0
@@ -381,14 +422,55 @@ def _say(message: str, enabled: bool = True) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
-                progress: _Progress) -> dict[tuple[str, int], dict]:
-  """Runs the shards (in worker processes when workers > 1); returns their markers."""
+def _completed_markers(work_dir: str, shards: Sequence[_Shard]) -> dict[tuple[str, int], dict]:
+  """The done-markers of those of `shards` that are complete, by (split, index)."""
   markers = {}
+  for shard in shards:
+    marker = _completed_marker(work_dir, shard)
+    if marker is not None:
+      markers[(shard.split, shard.index)] = marker
+  return markers
+
+
+def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
+                video_timeout: float | None, progress: _Progress) -> dict[tuple[str, int], dict]:
+  """Runs the shards (in worker processes when workers > 1); returns their markers.
+
+  A worker that stays on one video video_timeout + _HANG_GRACE seconds is killed; the
+  video is recorded as hung and the unfinished shards start over without it.
+  """
+  hung_path = os.path.join(work_dir, _HUNG_FILE)
+  hung = _read_json(hung_path) or {}
   if workers <= 1:
-    for shard in shards:
-      markers[(shard.split, shard.index)] = _run_shard(shard, settings, work_dir, progress.update)
-    return markers
+    return {(shard.split, shard.index): _run_shard(shard, settings, work_dir, video_timeout, hung,
+                                                    on_start=lambda path: None,
+                                                    on_done=progress.update)
+            for shard in shards}
+  markers, todo = {}, list(shards)
+  while True:
+    new_markers, video = _run_pool(todo, settings, work_dir, workers, video_timeout, hung, progress)
+    markers.update(new_markers)
+    if video is None:
+      return markers
+    hung[video] = f"decoder hung: no progress for {video_timeout + _HANG_GRACE:g} s; killed"
+    _write_json(hung_path, hung)
+    markers.update(_completed_markers(work_dir, todo))  # finished as the pool broke
+    todo = [s for s in todo if (s.split, s.index) not in markers]
+    progress.close()
+    _say(f"warning: {video}: {hung[video]}. The {len(todo)} unfinished shard(s) start over "
+         "without it.", progress.enabled)
+    progress.rewind(done=progress.total - sum(len(s.entries) for s in todo),
+                    failed=sum(len(m["failures"]) for m in markers.values()))
+
+
+def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
+              video_timeout: float | None, hung: Mapping[str, str],
+              progress: _Progress) -> tuple[dict[tuple[str, int], dict], str | None]:
+  """Runs `shards` in a pool of worker processes; returns their markers and a hung video.
+
+  The hung video is None when every shard is done. Otherwise its worker was killed,
+  which breaks the pool: the other workers stop too and their shards are left unfinished.
+  """
   # forkserver: workers start from a clean process with TensorFlow imported once, never a
   # fork of a caller that may already run TensorFlow or JAX threads.
   if "forkserver" in multiprocessing.get_all_start_methods():
@@ -400,17 +482,24 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
   pool = concurrent.futures.ProcessPoolExecutor(
       max_workers=workers, mp_context=context, initializer=_init_worker,
       initargs=(progress_queue,))
+  started = {}  # worker pid -> (video, when the parent heard that it started)
 
   def drain():
     while True:
       try:
-        progress.update(progress_queue.get_nowait())
+        kind, pid, value = progress_queue.get_nowait()
       except queue_lib.Empty:
         return
+      if kind == "start":
+        started[pid] = (value, time.monotonic())
+      else:
+        started.pop(pid, None)  # a video that hung before fails without a start
+        progress.update(value)
 
+  markers, killed = {}, None
   try:
-    futures = {pool.submit(_run_shard_in_worker, shard, settings, work_dir): shard
-               for shard in shards}
+    futures = {pool.submit(_run_shard_in_worker, shard, settings, work_dir, video_timeout,
+                           hung): shard for shard in shards}
     remaining = set(futures)
     while remaining:
       done, remaining = concurrent.futures.wait(
@@ -421,9 +510,18 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
         try:
           markers[(shard.split, shard.index)] = future.result()
         except Exception as e:  # a worker died or could not write: keep what is done
-          raise VidtxError(
-              f"preparing shard {shard.index} of split {shard.split!r} failed ({type(e).__name__}: "
-              f"{e}); finished shards are kept, re-run the same command to resume") from e
+          if killed is None:
+            raise VidtxError(
+                f"preparing shard {shard.index} of split {shard.split!r} failed "
+                f"({type(e).__name__}: {e}); finished shards are kept, re-run the same command "
+                "to resume") from e
+      if video_timeout and killed is None:
+        now = time.monotonic()
+        for pid, (video, since) in started.items():
+          if now - since > video_timeout + _HANG_GRACE:
+            os.kill(pid, signal.SIGKILL)  # SIGTERM cannot stop a process stuck in C code
+            killed = video
+            break
     drain()
     pool.shutdown(wait=True)
   except BaseException:
@@ -433,7 +531,7 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
       process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
     raise
-  return markers
+  return markers, killed
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -546,7 +644,8 @@ def _already_prepared(out_dir: str, fingerprint: str) -> dict | None:
 
 
 def _validate(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[str], *,
-              short_side, fps, max_frames, jpeg_quality, videos_per_shard, num_shards) -> None:
+              short_side, fps, max_frames, jpeg_quality, video_timeout, videos_per_shard,
+              num_shards) -> None:
   if not class_names:
     raise VidtxError("no class names: a dataset needs at least one class")
   duplicates = sorted(n for n, c in collections.Counter(class_names).items() if c > 1)
@@ -571,6 +670,8 @@ def _validate(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[
     raise VidtxError(f"max_frames must be at least 1, got {max_frames}")
   if not 1 <= jpeg_quality <= 100:
     raise VidtxError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+  if video_timeout is not None and video_timeout < 0:
+    raise VidtxError(f"video_timeout must be positive (or 0 for no limit), got {video_timeout}")
   if videos_per_shard < 1 or (num_shards is not None and num_shards < 1):
     raise VidtxError("videos_per_shard and num_shards must be at least 1")
 
@@ -587,7 +688,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
                     class_names: Sequence[str], *, short_side: int | None = 256,
                     fps: float | None = None, max_frames: int | None = None,
                     jpeg_quality: int = 90, workers: int | None = None,
-                    videos_per_shard: int = 32, num_shards: int | None = None,
+                    video_timeout: float | None = 300, videos_per_shard: int = 32,
+                    num_shards: int | None = None,
                     source: str = "", details: Mapping | None = None,
                     failures: Sequence[Failure] = (), command: str | None = None,
                     overwrite: bool = False, verbose: bool = True) -> dict:
@@ -597,11 +699,14 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   splits). `failures`: videos already known to be unusable (e.g. clips missing from a
   download), reported like decoding failures. `videos_per_shard` (or `num_shards`
   per split) sets the shard size; one worker process writes one shard at a time.
-  A video that fails is skipped and listed in prepare_report.txt. Re-running after an
-  interruption keeps the finished shards. Returns the contents of prepare_info.json.
+  `video_timeout`: seconds one video may take (None or 0: no limit); a worker stuck
+  in the decoder longer than that is killed and its video fails. A video that fails
+  is skipped and listed in prepare_report.txt. Re-running after an interruption keeps
+  the finished shards. Returns the contents of prepare_info.json.
   """
   _validate(splits, class_names, short_side=short_side, fps=fps, max_frames=max_frames,
-            jpeg_quality=jpeg_quality, videos_per_shard=videos_per_shard, num_shards=num_shards)
+            jpeg_quality=jpeg_quality, video_timeout=video_timeout,
+            videos_per_shard=videos_per_shard, num_shards=num_shards)
   settings = _Settings(short_side or None, float(fps) if fps else None, max_frames,
                        int(jpeg_quality), tuple(class_names))
   known = list(failures)
@@ -639,11 +744,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   os.makedirs(work_dir, exist_ok=True)
   _recover(out_dir, work_dir)
   shards = [s for split_shards in plan.values() for s in split_shards]
-  markers = {}
-  for shard in shards:
-    marker = _completed_marker(work_dir, shard)
-    if marker is not None:
-      markers[(shard.split, shard.index)] = marker
+  markers = _completed_markers(work_dir, shards)
   todo = [s for s in shards if (s.split, s.index) not in markers]
   total = sum(len(s.entries) for s in shards)
   workers = max(1, min(workers or default_workers(), len(todo)))
@@ -655,7 +756,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   progress = _Progress(total, total - sum(len(s.entries) for s in todo), verbose)
   start = time.monotonic()
   try:
-    markers.update(_run_shards(todo, settings, work_dir, workers, progress))
+    markers.update(_run_shards(todo, settings, work_dir, workers, video_timeout, progress))
   except KeyboardInterrupt:
     progress.close()
     _say("interrupted: finished shards are kept; re-run the same command to resume", verbose)
@@ -671,7 +772,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
       "command": command if command is not None else shlex.join(sys.argv),
       "vidtx_version": _vidtx_version(),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "workers": workers, "seconds": round(elapsed, 1), "fingerprint": fingerprint,
+      "workers": workers, "video_timeout": video_timeout or None, "seconds": round(elapsed, 1),
+      "fingerprint": fingerprint,
   }
   info = _finish(out_dir, work_dir, plan, markers, known, info, verbose)
   summary = ", ".join(f"{k}: {v['videos']} videos" + (f" ({v['failed']} failed)" if v["failed"] else "")

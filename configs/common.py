@@ -84,6 +84,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       eval_short_side=256, test_clips=1, test_crops=1,
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
       shuffle_buffer=256,
+      read_sampled_frames=True,  # where the dataset has a frame index (object stores: False)
   ))
   d.update(overrides)
   return d

@@ -50,6 +50,7 @@ def get_config(arg=None):
       eval_short_side=32, test_clips=3, test_crops=1,  # test: 3 clips per video, scores averaged
       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
       shuffle_buffer=256,
+      read_sampled_frames=True,  # where the dataset has a frame index (object stores: False)
   ))
 
   c.train.batch_size = 32

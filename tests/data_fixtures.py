@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from vidtx.data import format as fmt
+from vidtx.data import frame_index as index_lib
 
 FRAME_STEP = 6  # blue level per frame index; frames 0..42 fit in uint8
 HEIGHT, WIDTH = 48, 64
@@ -37,11 +38,13 @@ def frame_index(frames: np.ndarray) -> np.ndarray:
 
 def write_dataset(data_dir: str, videos: Mapping[str, Sequence[int]], *, num_shards: int = 2,
                   height: int = HEIGHT, width: int = WIDTH,
-                  corrupt: Callable[[str, int, int], bool] | None = None) -> str:
+                  corrupt: Callable[[str, int, int], bool] | None = None,
+                  index: bool = True) -> str:
   """Writes splits of patterned videos; `videos[split][i]` = frame count of example i.
 
   corrupt(split, i, t): frames for which it returns True are stored as bytes
-  that are not a JPEG, so decoding one fails.
+  that are not a JPEG, so decoding one fails. index: write the frame index too,
+  as `prepare` does.
   """
   os.makedirs(data_dir, exist_ok=True)
   num_classes = max(len(lengths) for lengths in videos.values())
@@ -67,4 +70,7 @@ def write_dataset(data_dir: str, videos: Mapping[str, Sequence[int]], *, num_sha
   fmt.write_metadata(data_dir, class_names)  # decodes an example to check the shards
   if corrupt is not None:
     write_shards(corrupt)  # same example counts, so the metadata stays valid
+  if index:
+    for shard in index_lib.shard_files(data_dir):
+      index_lib.write(shard)
   return data_dir

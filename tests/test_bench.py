@@ -57,6 +57,7 @@ def test_bench_measures_the_pipeline_and_the_pyav_baseline(tmp_path):
   with open(output) as f:
     runs = {run["name"]: run for run in json.load(f)["runs"]}
   assert runs["pipeline"]["clip_shape"] == [8, 48, 48, 3]
+  assert runs["pipeline"]["reads"] == "sampled frames"  # prepare wrote the frame index
   assert runs["baseline_pyav"]["clip_shape"] == [8, 48, 48, 3]
   assert runs["baseline_pyav"]["rgb"] == "all" and runs["baseline_pyav"]["videos"] == 2
   for run in runs.values():

@@ -1,5 +1,4 @@
 """tf.data train / eval pipelines on tiny patterned datasets (tests/data_fixtures.py)."""
-import itertools
 
 import numpy as np
 import pytest
@@ -118,6 +117,35 @@ def test_train_resume_is_exact_across_epochs(data_dir, start_index):
   labels = [int(label) for _, label in full]
   assert sorted(labels[:7]) == sorted(labels[7:14]) == list(range(7))
   assert labels[:7] != labels[7:14]
+
+
+@pytest.mark.parametrize("overrides", [
+    {}, {"sampling": "dense", "frame_interval": 3}, {"train_aug": "random_resized_crop"}])
+@pytest.mark.parametrize("process_index, process_count", [(0, 1), (1, 2), (3, 4)])
+def test_reading_sampled_frames_by_the_index_equals_reading_whole_records(
+    data_dir, overrides, process_index, process_count):
+  # Same clips, labels and order either way, resumed mid-epoch, for file and example shares.
+  streams = [examples(pipeline.make_train_dataset(
+      config(data_dir, read_sampled_frames=by_index, **overrides), batch_size=2, seed=5,
+      start_index=3, process_index=process_index, process_count=process_count), 12)
+             for by_index in (True, False)]
+  assert len(streams[0]) == len(streams[1]) == 12
+  for (v1, l1), (v2, l2) in zip(*streams):
+    assert l1 == l2
+    np.testing.assert_array_equal(v1, v2)
+
+
+def test_reading_by_the_index_needs_no_record(data_dir, monkeypatch):
+  monkeypatch.setattr(pipeline._Share, "records", None)  # reading a record would fail now
+  assert len(examples(pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0), 4)) == 4
+
+
+def test_a_dataset_without_a_frame_index_reads_whole_records(tmp_path):
+  data_dir = fx.write_dataset(str(tmp_path), {"train": [8, 9]}, num_shards=1, index=False)
+  assert pipeline._FrameReader.load(
+      pipeline._split_files(pipeline.fmt.builder(data_dir), "train")[0]) is None
+  batch = next(iter(pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0)))
+  assert sorted(batch["label"].numpy().tolist()) == [0, 1]
 
 
 @pytest.mark.parametrize("process_count", [2, 4])  # 3 shards: 2 -> file shares, 4 -> example shares

@@ -1,7 +1,9 @@
 """Decoding video files and writing prepared datasets (vidtx.data.prepare)."""
+import errno
 import fractions
 import json
 import os
+import signal
 import struct
 import threading
 import time
@@ -13,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vidtx.data import format as data_format
-from vidtx.data import prepare, sources
+from vidtx.data import frame_index, prepare, sources
 from vidtx.data.synthetic import write_video
 from vidtx.errors import VidtxError
 
@@ -108,8 +110,14 @@ def labels_by_id(data_dir, split):
 
 
 def shard_bytes(data_dir):
-  return {name: open(os.path.join(data_dir, name), "rb").read()
-          for name in sorted(os.listdir(data_dir)) if ".tfrecord-" in name}
+  """The shards and their frame indexes, by path relative to `data_dir`."""
+  files = {}
+  for folder in (data_dir, os.path.join(data_dir, frame_index.INDEX_DIR)):
+    for name in sorted(os.listdir(folder)):
+      if ".tfrecord-" in name:
+        files[os.path.relpath(os.path.join(folder, name), data_dir)] = open(
+            os.path.join(folder, name), "rb").read()
+  return files
 
 
 # ----------------------------------------------------------------------------- decode_video
@@ -229,6 +237,20 @@ def test_prepared_dataset_holds_exactly_the_good_videos(prepared):
       assert min(first.shape[:2]) == 32 and (first.shape[0] > first.shape[1]) == (h > w)
 
 
+def test_every_shard_has_an_up_to_date_frame_index(prepared):
+  out, _ = prepared
+  files = shard_bytes(out)
+  shards = [name for name in files if not name.startswith(frame_index.INDEX_DIR)]
+  assert shards and sorted(files) == sorted(
+      shards + [os.path.relpath(frame_index.index_path(os.path.join(out, s)), out) for s in shards])
+  for shard in shards:
+    index = frame_index.load(os.path.join(out, shard))
+    fresh = frame_index.build(os.path.join(out, shard))
+    assert sorted(index) == sorted(fresh)
+    for key in fresh:
+      np.testing.assert_array_equal(index[key], fresh[key])
+
+
 def test_report_and_info_list_every_skipped_video(prepared):
   out, info = prepared
   report = open(os.path.join(out, prepare.REPORT_FILE)).read()
@@ -333,7 +355,8 @@ def write_hanging_video(path):
   return release
 
 
-def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
+def clips_and_a_hanging_video(tmp_path):
+  """Four small clips labelled by parity and a playlist that hangs (see write_hanging_video)."""
   videos = tmp_path / "videos"
   videos.mkdir()
   entries = []
@@ -344,17 +367,38 @@ def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   hanging = str(videos / "hang.m3u8")
   release = write_hanging_video(hanging)
   entries.append(sources.VideoEntry(hanging, 0, "hang"))
+  return entries, hanging, release
+
+
+def prepare_clips(entries, out, workers, video_timeout):
+  return prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
+                                 workers=workers, videos_per_shard=2, video_timeout=video_timeout,
+                                 verbose=False)
+
+
+def same_bytes_as_if_it_failed(entries, video, out, monkeypatch):
+  """Whether `out` holds the shards of a run in which `video` fails like any unusable file."""
+  decode = prepare.decode_video
+
+  def fails(path, **kwargs):
+    if path == video:
+      raise prepare.VideoError(path, "unusable")
+    return decode(path, **kwargs)
+
+  monkeypatch.setattr(prepare, "decode_video", fails)
+  normal = out + "-normal"
+  prepare_clips(entries, normal, workers=1, video_timeout=None)
+  return shard_bytes(normal) == shard_bytes(out)
+
+
+def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
+  entries, hanging, release = clips_and_a_hanging_video(tmp_path)
   monkeypatch.setattr(prepare, "_HANG_GRACE", 0.5)
   out = str(tmp_path / "hung")
 
-  def prepare_clips(out, workers):
-    return prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
-                                   workers=workers, videos_per_shard=2, video_timeout=3,
-                                   verbose=False)
-
   release.start()
   try:
-    info = prepare_clips(out, workers=2)
+    info = prepare_clips(entries, out, workers=2, video_timeout=3)
   finally:
     release.cancel()
   assert info["failed"] == 1
@@ -363,20 +407,105 @@ def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
   assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
   before = shard_bytes(out)
-  assert prepare_clips(out, workers=2) == info and shard_bytes(out) == before
+  assert prepare_clips(entries, out, workers=2, video_timeout=3) == info
+  assert shard_bytes(out) == before
+  assert same_bytes_as_if_it_failed(entries, hanging, out, monkeypatch)
 
-  # The same bytes as a run in which the playlist fails like any unusable file.
-  decode = prepare.decode_video
 
-  def playlist_fails(path, **kwargs):
-    if path == hanging:
-      raise prepare.VideoError(path, "unusable")
-    return decode(path, **kwargs)
+def kill_the_reader(fifo, killed):
+  """A thread that SIGKILLs the process reading `fifo`, as the kernel's OOM killer would.
 
-  monkeypatch.setattr(prepare, "decode_video", playlist_fails)
-  normal = str(tmp_path / "normal")
-  prepare_clips(normal, workers=1)
-  assert shard_bytes(normal) == before
+  Once a process waits to read, the thread opens the write end, so the reader's open()
+  returns and its read() blocks; it finds the reader among the processes that have the
+  FIFO open and kills it (its pid goes to `killed`). Then, or after 60 s, it closes the
+  write end: a reader it missed reads the end of the file, so the test fails, not hangs.
+  """
+  target = os.path.realpath(fifo)
+
+  def readers():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+      try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+      except OSError:  # gone, not ours, or an fd closed meanwhile: look again next time
+        continue
+      if target in links and int(pid) != os.getpid():
+        yield int(pid)
+
+  def run():
+    deadline, end = time.monotonic() + 60, None
+    while end is None and time.monotonic() < deadline:
+      try:
+        end = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+      except OSError as e:
+        assert e.errno == errno.ENXIO  # no reader yet
+        time.sleep(0.05)
+    if end is None:
+      return
+    try:
+      while not killed and time.monotonic() < deadline:
+        for pid in readers():
+          os.kill(pid, signal.SIGKILL)
+          killed.append(pid)
+        time.sleep(0.01)
+    finally:
+      os.close(end)
+
+  thread = threading.Thread(target=run, daemon=True)
+  thread.start()
+  return thread
+
+
+def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypatch):
+  entries, hanging, release = clips_and_a_hanging_video(tmp_path)
+  out = str(tmp_path / "died")
+  killed = []
+  release.start()  # should the video be decoded again, it must not hang the test
+  killer = kill_the_reader(os.path.join(os.path.dirname(hanging), "segment.ts"), killed)
+  try:
+    info = prepare_clips(entries, out, workers=2, video_timeout=600)  # no watchdog here
+  finally:
+    release.cancel()
+    killer.join(timeout=60)
+  assert len(killed) == 1 and info["failed"] == 1
+  report = open(os.path.join(out, prepare.REPORT_FILE)).read().splitlines()
+  assert report[2:] == [f"train\thang\t{hanging}\tthe worker decoding it died "
+                        "(killed by signal 9, SIGKILL: out of memory?)"]
+  assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
+  assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
+  before = shard_bytes(out)
+  assert prepare_clips(entries, out, workers=2, video_timeout=600) == info
+  assert shard_bytes(out) == before
+  assert same_bytes_as_if_it_failed(entries, hanging, out, monkeypatch)
+
+
+def test_a_worker_that_dies_on_no_video_stops_the_run(tmp_path, monkeypatch):
+  entries, hanging, release = clips_and_a_hanging_video(tmp_path)
+  blame = prepare._videos_lost  # as if the worker had died between two videos:
+  monkeypatch.setattr(prepare, "_videos_lost", lambda codes, on, *a: blame(codes, {}, *a))
+  killed = []
+  release.start()
+  killer = kill_the_reader(os.path.join(os.path.dirname(hanging), "segment.ts"), killed)
+  try:
+    with pytest.raises(VidtxError, match=r"worker process died \(killed by signal 9, SIGKILL: "
+                       r"out of memory\?\) while on no video.*re-run the same command"):
+      prepare_clips(entries, str(tmp_path / "died"), workers=2, video_timeout=600)
+  finally:
+    release.cancel()
+    killer.join(timeout=60)
+  assert len(killed) == 1
+
+
+def test_dead_workers_are_tied_to_the_videos_they_were_on():
+  sigterm, sigkill, sigsegv = -signal.SIGTERM, -signal.SIGKILL, -signal.SIGSEGV
+  lost, unexplained = prepare._videos_lost(
+      {1: sigkill, 2: sigsegv, 3: sigterm, 4: sigkill, 5: sigsegv, 6: None, 7: 1},
+      {1: "/v/huge.mp4", 2: "/v/corrupt.avi", 3: "/v/fine.avi", 4: "/v/slow.mp4"},
+      {4: "/v/slow.mp4"}, "decoder hung")
+  died = "the worker decoding it died"
+  assert lost == {"/v/huge.mp4": f"{died} (killed by signal 9, SIGKILL: out of memory?)",
+                  "/v/corrupt.avi": f"{died} (killed by signal 11, SIGSEGV: decoder crash)",
+                  "/v/slow.mp4": "decoder hung"}
+  assert unexplained == ["killed by signal 11, SIGSEGV: decoder crash", "exited with code 1"]
 
 
 def test_split_without_usable_videos_is_left_out_clearly(ucf_tree, tmp_path):

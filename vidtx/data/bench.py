@@ -6,7 +6,8 @@
 
 `pipeline`: `make_train_dataset` on the prepared dataset with a private tf.data
 thread pool of `--threads` threads (intra-op parallelism 1), so clips/s divided
-by threads is clips/s per core. `baseline` (with --videos_dir): `--threads`
+by threads is clips/s per core. It reads only the sampled frames where the
+dataset has a frame index (`--whole_records`: read whole records instead). `baseline` (with --videos_dir): `--threads`
 worker processes that each open a source video with PyAV, decode every frame up
 to the last sampled one and convert each to an RGB array (as mmaction2's
 `PyAVDecode` and PaddleVideo's pyav `VideoDecoder` do; `--baseline_rgb sampled`
@@ -40,12 +41,16 @@ def usable_cores() -> int:
 
 
 def bench_pipeline(args) -> dict:
-  from vidtx.data import pipeline  # imports TensorFlow
+  from vidtx.data import frame_index, pipeline  # imports TensorFlow
+
+  by_index = not args.whole_records and all(
+      frame_index.load(shard) is not None for shard in frame_index.shard_files(args.data_dir))
 
   config = {"dir": args.data_dir, "train_split": args.split, "num_frames": args.num_frames,
             "image_size": args.crop, "sampling": args.sampling,
             "frame_interval": args.frame_interval, "train_aug": args.aug,
-            "shuffle_buffer": args.shuffle_buffer, "num_threads": args.threads}
+            "shuffle_buffer": args.shuffle_buffer, "num_threads": args.threads,
+            "read_sampled_frames": not args.whole_records}
   ds = pipeline.make_train_dataset(config, batch_size=args.batch_size, seed=0)
   it = iter(ds)
   for _ in range(args.warmup):
@@ -56,7 +61,8 @@ def bench_pipeline(args) -> dict:
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   clips = args.steps * args.batch_size
   return _rates("pipeline", clips, wall, cpu, args.threads,
-                clip_shape=list(batch["video"].shape[1:]))
+                clip_shape=list(batch["video"].shape[1:]),
+                reads="sampled frames" if by_index else "whole records")
 
 
 def bench_baseline(args) -> dict:
@@ -155,6 +161,8 @@ def main(argv=None) -> int:
   parser.add_argument("--steps", type=int, default=40)
   parser.add_argument("--warmup", type=int, default=5)
   parser.add_argument("--shuffle_buffer", type=int, default=64)
+  parser.add_argument("--whole_records", action="store_true",
+                      help="read whole records even where the dataset has a frame index")
   parser.add_argument("--threads", type=int, default=usable_cores(),
                       help="tf.data private thread pool size / baseline worker processes")
   parser.add_argument("--videos_dir", help="source videos for the PyAV baseline (dir or list file)")

@@ -4,7 +4,11 @@ Order (DMVR): read serialized records → parse → sample frame indices and kee
 only those JPEGs → shuffle → decode them → crop / resize / flip (one geometry
 per clip) → uint8 → batch. Sampling before the shuffle keeps the buffer small
 (T JPEGs per example, not whole videos). Normalisation and mixing happen on the
-accelerator (`vidtx.data.device`).
+accelerator (`vidtx.data.device`). Training reads only the sampled JPEGs'
+bytes where the dataset has a frame index (`vidtx.data.frame_index`; written by
+`prepare`), instead of whole records: same clips, same order, a fraction of
+the CPU for long videos. `read_sampled_frames=False` reads whole records (for
+object stores, where many small reads are slow).
 
 Determinism. The training stream is a pure function of (dataset, config, seed,
 process_index, process_count): files are read with a fixed interleave, each
@@ -32,12 +36,15 @@ Evaluation resizes whole frames, then crops (exact).
 from __future__ import annotations
 
 import dataclasses
+import os
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from vidtx.data import format as fmt
+from vidtx.data import frame_index
 from vidtx.data import sampling
 from vidtx.errors import VidtxError
 
@@ -78,6 +85,7 @@ class Settings:
   eval_short_side: int
   shuffle_buffer: int
   num_threads: int | None
+  read_sampled_frames: bool
 
 
 def settings(data_config) -> Settings:
@@ -93,7 +101,9 @@ def settings(data_config) -> Settings:
   msc_scales ((1, .875, .75, .66)), msc_size (image_size * 8 // 7: Paddle's
   MultiScaleCrop(256) before RandomCrop(224)), flip (True), fixed_ratio (False:
   Paddle Scale(fixed_ratio=True) squashes frames to 4:3 first), eval_short_side
-  (256), shuffle_buffer (256), num_threads (None: tf.data's shared pool).
+  (256), shuffle_buffer (256), num_threads (None: tf.data's shared pool),
+  read_sampled_frames (True: training reads only the sampled frames where the
+  dataset has a frame index).
   """
   get = data_config.get
   if not get("dir"):
@@ -129,6 +139,7 @@ def settings(data_config) -> Settings:
       eval_short_side=_positive_int(get, "eval_short_side", 256),
       shuffle_buffer=_positive_int(get, "shuffle_buffer", 256),
       num_threads=get("num_threads", None),
+      read_sampled_frames=bool(get("read_sampled_frames", True)),
   )
   if s.num_threads is not None and (int(s.num_threads) != s.num_threads or s.num_threads < 1):
     raise VidtxError(f"config.data.num_threads={s.num_threads!r} must be a positive integer")
@@ -198,21 +209,40 @@ def make_train_dataset(data_config, *, batch_size: int, seed: int, start_index: 
   first_epoch, skip = divmod(int(start_index), share.num_examples)
   base_seed = tf.constant([int(seed), int(process_index)], tf.int64)
   parse = _parser(builder)
+  reader = _FrameReader.load(share.paths) if s.read_sampled_frames else None
 
-  def sampled(epoch, index, record):
+  def clip_seed(epoch, position):
+    return tf.random.experimental.stateless_fold_in(
+        tf.random.experimental.stateless_fold_in(base_seed, epoch), position)
+
+  def sampled(epoch, position, record):
     ex = parse(record)
-    clip_seed = tf.random.experimental.stateless_fold_in(
-        tf.random.experimental.stateless_fold_in(base_seed, epoch), index)
-    return {"jpegs": _sample_train_frames(ex["video"], ex["fps"], clip_seed, s),
-            "label": tf.cast(ex["label"], tf.int32), "seed": clip_seed}
+    seed = clip_seed(epoch, position)
+    indices = _train_indices(tf.shape(ex["video"])[0], ex["fps"], seed, s)
+    return {"jpegs": tf.gather(ex["video"], indices), "label": tf.cast(ex["label"], tf.int32),
+            "seed": seed}
+
+  def sampled_by_index(epoch, position, file, record):
+    video = reader.first_video[file] + record
+    seed = clip_seed(epoch, position)
+    indices = _train_indices(tf.gather(reader.num_frames, video), tf.gather(reader.fps, video),
+                             seed, s)
+    jpegs = tf.numpy_function(reader.read, [file, record, indices], tf.string, stateful=False)
+    return {"jpegs": tf.ensure_shape(jpegs, [s.num_frames]),
+            "label": tf.gather(reader.label, video), "seed": seed}
 
   def epoch_examples(epoch):
     epoch_seed = tf.random.experimental.stateless_fold_in(base_seed, epoch)
     file_seed, shuffle_seed = tf.unstack(tf.random.experimental.stateless_split(epoch_seed, 2))
     order = tf.argsort(tf.random.stateless_uniform([len(share.paths)], file_seed))
-    examples = share.records(order).map(
-        lambda index, record: sampled(epoch, index, record),
-        num_parallel_calls=AUTOTUNE, deterministic=True)
+    if reader is not None:
+      examples = share.videos(order).map(
+          lambda position, file, record: sampled_by_index(epoch, position, file, record),
+          num_parallel_calls=AUTOTUNE, deterministic=True)
+    else:
+      examples = share.records(order).map(
+          lambda position, record: sampled(epoch, position, record),
+          num_parallel_calls=AUTOTUNE, deterministic=True)
     examples = examples.shuffle(
         s.shuffle_buffer, reshuffle_each_iteration=False,
         seed=tf.random.stateless_uniform([], shuffle_seed, 0, 2**62, tf.int64))
@@ -291,6 +321,7 @@ class _Share:
   """The records of one split that one process reads."""
   paths: tuple[str, ...]
   offsets: tuple[int, ...]  # position in the split of each file's first record
+  lengths: tuple[int, ...]  # records in each file
   num_examples: int
   keep_modulo: tuple[int, int] | None  # (process_count, process_index): record-level share
 
@@ -298,21 +329,78 @@ class _Share:
     """(position in split int64, serialized record) in file order (or `order`)."""
     paths = tf.constant(self.paths, tf.string)
     offsets = tf.constant(self.offsets, tf.int64)
+
+    def read_file(file):
+      return tf.data.TFRecordDataset(paths[file], buffer_size=READ_BUFFER_BYTES).enumerate().map(
+          lambda i, record: (offsets[file] + i, record))
+
+    return self._interleave(read_file, order)
+
+  def videos(self, order: tf.Tensor | None = None) -> tf.data.Dataset:
+    """(position in split, file index in `paths`, record index in the file), all int64, in
+    the order of `records` without reading anything."""
+    offsets = tf.constant(self.offsets, tf.int64)
+    lengths = tf.constant(self.lengths, tf.int64)
+
+    def file_videos(file):
+      return tf.data.Dataset.range(lengths[file]).map(
+          lambda i: (offsets[file] + i, file, i))
+
+    return self._interleave(file_videos, order)
+
+  def _interleave(self, per_file, order: tf.Tensor | None) -> tf.data.Dataset:
+    """Files (in `order`) read round-robin, one element each, by `per_file(file index)`."""
+    files = tf.range(len(self.paths), dtype=tf.int64)
     if order is not None:
-      paths, offsets = tf.gather(paths, order), tf.gather(offsets, order)
-
-    def read_file(path, offset):
-      return tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES).enumerate().map(
-          lambda i, record: (offset + i, record))
-
+      files = tf.gather(files, order)
     cycle = min(READ_CYCLE_LENGTH, len(self.paths))
-    ds = tf.data.Dataset.from_tensor_slices((paths, offsets)).interleave(
-        read_file, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+        per_file, cycle_length=cycle, block_length=1, num_parallel_calls=cycle,
         deterministic=True)
     if self.keep_modulo is not None:
       count, index = self.keep_modulo
-      ds = ds.filter(lambda position, _: position % count == index)
+      ds = ds.filter(lambda position, *_: position % count == index)
     return ds
+
+
+class _FrameReader:
+  """Reads chosen frames of a video straight from its shard file, by the frame index.
+
+  `num_frames`, `fps`, `label` (tensors) are per video, videos numbered file after
+  file; `first_video[f]` is the number of file f's first video.
+  """
+
+  def __init__(self, paths: Sequence[str], indexes: Sequence[dict]):
+    self.paths = list(paths)
+    self.indexes = list(indexes)
+    counts = [len(index["label"]) for index in indexes]
+    self.first_video = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int64)
+    self.num_frames = tf.constant(np.concatenate([np.diff(i["starts"]) for i in indexes]), tf.int32)
+    self.fps = tf.constant(np.concatenate([i["fps"] for i in indexes]), tf.float32)
+    self.label = tf.constant(np.concatenate([i["label"] for i in indexes]), tf.int32)
+    self._files = {}
+    self._lock = threading.Lock()
+
+  @classmethod
+  def load(cls, paths: Sequence[str]) -> _FrameReader | None:
+    """The reader of these shard files, or None unless every one has a frame index."""
+    indexes = [frame_index.load(path) for path in paths]
+    if any(index is None for index in indexes):
+      return None
+    return cls(paths, indexes)
+
+  def read(self, file, record, indices) -> np.ndarray:
+    """The JPEG bytes of frames `indices` of record `record` of file `file`."""
+    index = self.indexes[file]
+    rows = index["frames"][index["starts"][record] + indices]
+    fd = self._fd(int(file))
+    return np.array([os.pread(fd, int(length), int(offset)) for offset, length in rows], object)
+
+  def _fd(self, file: int) -> int:
+    with self._lock:
+      if file not in self._files:
+        self._files[file] = open(self.paths[file], "rb")  # closed with the reader
+      return self._files[file].fileno()
 
 
 def _split_files(builder, split: str) -> tuple[list[str], list[int]]:
@@ -331,9 +419,11 @@ def _host_share(paths: Sequence[str], lengths: Sequence[int], process_index: int
   offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
   if len(paths) >= process_count:
     mine = slice(process_index, None, process_count)
-    return _Share(tuple(paths[mine]), tuple(offsets[mine]), sum(lengths[mine]), None)
+    return _Share(tuple(paths[mine]), tuple(offsets[mine]), tuple(lengths[mine]),
+                  sum(lengths[mine]), None)
   count = len(range(process_index, sum(lengths), process_count))
-  return _Share(tuple(paths), tuple(offsets), count, (process_count, process_index))
+  return _Share(tuple(paths), tuple(offsets), tuple(lengths), count,
+                (process_count, process_index))
 
 
 # The serialized features the pipeline reads (see format.features(); TFDS stores a
@@ -390,13 +480,12 @@ def _clip_seeds(seed: tf.Tensor) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, 3))
 
 
-def _sample_train_frames(video: tf.Tensor, fps: tf.Tensor, seed: tf.Tensor,
-                         s: Settings) -> tf.Tensor:
-  """video: [L] JPEG strings -> the T sampled ones (not decoded)."""
+def _train_indices(length: tf.Tensor, fps: tf.Tensor, seed: tf.Tensor, s: Settings) -> tf.Tensor:
+  """The T frame indices of a training clip of a video of `length` frames."""
   rand = tf.random.stateless_uniform(
       [sampling.num_random(s.sampling, s.num_frames)], _clip_seeds(seed)[0], 0,
       sampling.RAND_RANGE, tf.int64)
-  return tf.gather(video, _indices(s, tf.shape(video)[0], fps, rand=rand)[0])
+  return _indices(s, length, fps, rand=rand)[0]
 
 
 def _augment_train_clip(jpegs: tf.Tensor, seed: tf.Tensor, s: Settings) -> tf.Tensor:

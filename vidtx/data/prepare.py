@@ -4,11 +4,13 @@
 splits of `VideoEntry`s in the format of `vidtx.data.format`:
 
     <out>/vidtx-<split>.tfrecord-*      the shards (videos that decoded)
+    <out>/frame_index/<shard>.npz       where each JPEG lies in its shard (vidtx.data.frame_index)
     <out>/label_map.txt, dataset_info.json, features.json
     <out>/prepare_report.txt            every video that was skipped, and why
     <out>/prepare_info.json             how the dataset was made (source, settings, counts)
     <out>/.prepare/                     work in progress: one part + done-marker per shard,
-                                        hung.json (videos whose decoder hung: skipped on redo)
+                                        fatal.json (videos that hung or killed their worker
+                                        process: they fail on redo without being decoded)
 
 The shard plan is a pure function of the entries and settings, so re-running an
 interrupted command redoes only the shards without a marker and ends with the
@@ -26,7 +28,6 @@ import json
 import math
 import multiprocessing
 import os
-import queue as queue_lib
 import re
 import shlex
 import shutil
@@ -41,17 +42,18 @@ import tensorflow as tf
 from av.video.reformatter import VideoReformatter
 
 from vidtx.data import format as data_format
+from vidtx.data import frame_index
 from vidtx.data.sources import Failure, VideoEntry  # noqa: F401  (part of this API too)
 from vidtx.errors import VidtxError
 
 REPORT_FILE = "prepare_report.txt"
 WORK_DIR = ".prepare"
-# In the work dir: videos whose decoder hung and whose worker was killed (path -> reason).
-_HUNG_FILE = "hung.json"
+# In the work dir: videos whose worker hung (and was killed) or died on them (path -> reason).
+_FATAL_FILE = "fatal.json"
 # A worker this long past video_timeout on one video is stuck in C code, where no deadline stops it.
 _HANG_GRACE = 30.0
 # Bump when the bytes written for the same input and settings change: stale markers then redo.
-_PLAN_VERSION = 2
+_PLAN_VERSION = 3
 # A stream that yields fewer frames than this share of what its header promises is truncated.
 _TRUNCATED_SHARE = 0.9
 
@@ -296,7 +298,8 @@ def _completed_marker(work_dir: str, shard: _Shard) -> dict | None:
   if marker["count"] == 0:
     return marker
   part = _part_path(work_dir, shard)
-  if os.path.exists(part) and os.path.getsize(part) == marker["bytes"]:
+  if (os.path.exists(part) and os.path.getsize(part) == marker["bytes"]
+      and os.path.exists(frame_index.index_path(part))):
     return marker
   return None
 
@@ -308,11 +311,12 @@ def _features(class_names: tuple[str, ...]):
 
 
 def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout: float | None,
-               hung: Mapping[str, str], on_start: Callable[[str], None],
+               fatal: Mapping[str, str], on_start: Callable[[str], None],
                on_done: Callable[[bool], None]) -> dict:
   """Decodes the videos of `shard`, writes its part atomically, then its done-marker.
 
-  `hung`: path -> reason of videos that hung a worker before; they fail without decoding.
+  `fatal`: path -> reason of videos that hung or killed a worker before; they fail without
+  decoding.
   `on_start(path)` and `on_done(ok)` tell the progress of each video.
   """
   spec = _features(settings.class_names)
@@ -324,8 +328,8 @@ def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout:
 
   def records():
     for entry in shard.entries:
-      if entry.path in hung:
-        fail(entry, hung[entry.path])
+      if entry.path in fatal:
+        fail(entry, fatal[entry.path])
         continue
       on_start(entry.path)
       try:
@@ -343,6 +347,7 @@ def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout:
 
   part = _part_path(work_dir, shard)
   count = data_format.write_shard(part, records())
+  frame_index.write(part)
   marker = {"fingerprint": shard.fingerprint, "split": shard.split, "index": shard.index,
             "count": count, "bytes": os.path.getsize(part), "failures": failures,
             "codecs": dict(codecs), "frames": frames}
@@ -362,10 +367,10 @@ def _init_worker(progress_queue) -> None:
 
 
 def _run_shard_in_worker(shard: _Shard, settings: _Settings, work_dir: str,
-                         video_timeout: float | None, hung: Mapping[str, str]) -> dict:
+                         video_timeout: float | None, fatal: Mapping[str, str]) -> dict:
   """_run_shard in a worker: progress messages are ("start", pid, path) and ("done", pid, ok)."""
   pid = os.getpid()
-  return _run_shard(shard, settings, work_dir, video_timeout, hung,
+  return _run_shard(shard, settings, work_dir, video_timeout, fatal,
                     on_start=lambda path: _worker_queue.put(("start", pid, path)),
                     on_done=lambda ok: _worker_queue.put(("done", pid, ok)))
 
@@ -436,40 +441,85 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
                 video_timeout: float | None, progress: _Progress) -> dict[tuple[str, int], dict]:
   """Runs the shards (in worker processes when workers > 1); returns their markers.
 
-  A worker that stays on one video video_timeout + _HANG_GRACE seconds is killed; the
-  video is recorded as hung and the unfinished shards start over without it.
+  A worker that dies on a video (a decoder crash, the kernel's OOM killer) or stays on one
+  video_timeout + _HANG_GRACE seconds (and is killed) loses that video: it is recorded in
+  fatal.json and the unfinished shards start over without it.
   """
-  hung_path = os.path.join(work_dir, _HUNG_FILE)
-  hung = _read_json(hung_path) or {}
+  fatal_path = os.path.join(work_dir, _FATAL_FILE)
+  fatal = _read_json(fatal_path) or {}
   if workers <= 1:
-    return {(shard.split, shard.index): _run_shard(shard, settings, work_dir, video_timeout, hung,
+    return {(shard.split, shard.index): _run_shard(shard, settings, work_dir, video_timeout, fatal,
                                                     on_start=lambda path: None,
                                                     on_done=progress.update)
             for shard in shards}
   markers, todo = {}, list(shards)
   while True:
-    new_markers, video = _run_pool(todo, settings, work_dir, workers, video_timeout, hung, progress)
+    new_markers, lost = _run_pool(todo, settings, work_dir, workers, video_timeout, fatal,
+                                  progress)
     markers.update(new_markers)
-    if video is None:
+    if not lost:
       return markers
-    hung[video] = f"decoder hung: no progress for {video_timeout + _HANG_GRACE:g} s; killed"
-    _write_json(hung_path, hung)
+    fatal.update(lost)  # lost videos are new ones (fatal ones are never decoded): this loop ends
+    _write_json(fatal_path, fatal)
     markers.update(_completed_markers(work_dir, todo))  # finished as the pool broke
     todo = [s for s in todo if (s.split, s.index) not in markers]
     progress.close()
-    _say(f"warning: {video}: {hung[video]}. The {len(todo)} unfinished shard(s) start over "
-         "without it.", progress.enabled)
+    for video, reason in lost.items():
+      _say(f"warning: {video}: {reason}. The {len(todo)} unfinished shard(s) start over "
+           "without it.", progress.enabled)
     progress.rewind(done=progress.total - sum(len(s.entries) for s in todo),
                     failed=sum(len(m["failures"]) for m in markers.values()))
 
 
-def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
-              video_timeout: float | None, hung: Mapping[str, str],
-              progress: _Progress) -> tuple[dict[tuple[str, int], dict], str | None]:
-  """Runs `shards` in a pool of worker processes; returns their markers and a hung video.
+# The signal that ended a worker -> the likely cause, for the report.
+_SIGNAL_CAUSES = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "decoder crash",
+                  signal.SIGBUS: "decoder crash", signal.SIGILL: "decoder crash",
+                  signal.SIGFPE: "decoder crash", signal.SIGABRT: "decoder crash"}
 
-  The hung video is None when every shard is done. Otherwise its worker was killed,
-  which breaks the pool: the other workers stop too and their shards are left unfinished.
+
+def _how_it_died(exitcode: int) -> str:
+  """multiprocessing's exit code in words: -9 -> 'killed by signal 9, SIGKILL: out of memory?'."""
+  if exitcode >= 0:
+    return f"exited with code {exitcode}"
+  try:
+    name = signal.Signals(-exitcode).name
+  except ValueError:
+    return f"killed by signal {-exitcode}"
+  cause = _SIGNAL_CAUSES.get(-exitcode)
+  return f"killed by signal {-exitcode}, {name}" + (f": {cause}" if cause else "")
+
+
+def _videos_lost(exitcodes: Mapping[int, int | None], decoding: Mapping[int, str],
+                 hung: Mapping[int, str], hang_reason: str) -> tuple[dict[str, str], list[str]]:
+  """After a pool broke: the videos its dead workers were on, and how the others died.
+
+  `exitcodes`: pid -> exit code of every worker once joined (negative: the signal);
+  `decoding`: pid -> the video a worker started and did not finish; `hung`: pid -> the
+  video of the worker the watchdog killed. Returns (video -> reason, how each dead
+  worker that was on no video died). The broken pool stops the survivors with SIGTERM.
+  """
+  lost, unexplained = {}, []
+  for pid, code in sorted(exitcodes.items()):
+    if pid in hung:
+      lost[hung[pid]] = hang_reason
+    elif code is None or code == -signal.SIGTERM:
+      continue
+    elif pid in decoding:
+      lost[decoding[pid]] = f"the worker decoding it died ({_how_it_died(code)})"
+    else:
+      unexplained.append(_how_it_died(code))
+  return lost, unexplained
+
+
+def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
+              video_timeout: float | None, fatal: Mapping[str, str],
+              progress: _Progress) -> tuple[dict[tuple[str, int], dict], dict[str, str]]:
+  """Runs `shards` in a pool of worker processes; returns their markers and the videos lost.
+
+  No video is lost when every shard is done. Otherwise a worker died on each lost video
+  (path -> reason), or the watchdog killed it there; that broke the pool: the other
+  workers were stopped and their shards left unfinished. A pool that breaks with no
+  video to blame (a worker died between videos) is an error; re-running resumes.
   """
   # forkserver: workers start from a clean process with TensorFlow imported once, never a
   # fork of a caller that may already run TensorFlow or JAX threads.
@@ -478,28 +528,27 @@ def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, work
     context.set_forkserver_preload([__name__])
   else:
     context = multiprocessing.get_context("spawn")
-  progress_queue = context.Queue()
+  # SimpleQueue.put writes before it returns (Queue's thread may not): a worker that crashes
+  # right after ("start", pid, path) has still told which video it was on.
+  progress_queue = context.SimpleQueue()
   pool = concurrent.futures.ProcessPoolExecutor(
       max_workers=workers, mp_context=context, initializer=_init_worker,
       initargs=(progress_queue,))
   started = {}  # worker pid -> (video, when the parent heard that it started)
 
   def drain():
-    while True:
-      try:
-        kind, pid, value = progress_queue.get_nowait()
-      except queue_lib.Empty:
-        return
+    while not progress_queue.empty():
+      kind, pid, value = progress_queue.get()
       if kind == "start":
         started[pid] = (value, time.monotonic())
       else:
-        started.pop(pid, None)  # a video that hung before fails without a start
+        started.pop(pid, None)  # a fatal video fails without a start
         progress.update(value)
 
-  markers, killed = {}, None
+  markers, hung, broken = {}, {}, None  # hung: pid -> video of the worker the watchdog killed
   try:
     futures = {pool.submit(_run_shard_in_worker, shard, settings, work_dir, video_timeout,
-                           hung): shard for shard in shards}
+                           fatal): shard for shard in shards}
     remaining = set(futures)
     while remaining:
       done, remaining = concurrent.futures.wait(
@@ -509,29 +558,44 @@ def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, work
         shard = futures[future]
         try:
           markers[(shard.split, shard.index)] = future.result()
-        except Exception as e:  # a worker died or could not write: keep what is done
-          if killed is None:
-            raise VidtxError(
-                f"preparing shard {shard.index} of split {shard.split!r} failed "
-                f"({type(e).__name__}: {e}); finished shards are kept, re-run the same command "
-                "to resume") from e
-      if video_timeout and killed is None:
+        except concurrent.futures.process.BrokenProcessPool as e:  # a worker died: see below
+          broken = e
+        except Exception as e:  # the worker could not write: keep what is done
+          raise VidtxError(
+              f"preparing shard {shard.index} of split {shard.split!r} failed "
+              f"({type(e).__name__}: {e}); finished shards are kept, re-run the same command "
+              "to resume") from e
+      if video_timeout and broken is None and not hung:
         now = time.monotonic()
         for pid, (video, since) in started.items():
           if now - since > video_timeout + _HANG_GRACE:
             os.kill(pid, signal.SIGKILL)  # SIGTERM cannot stop a process stuck in C code
-            killed = video
+            hung[pid] = video
             break
+    processes = dict(pool._processes or {})  # pylint: disable=protected-access  (shutdown drops)
+    pool.shutdown(wait=True)  # joins the workers: their exit codes are final
     drain()
-    pool.shutdown(wait=True)
   except BaseException:
     # Stop now rather than after the running shards: their parts are written atomically.
-    processes = list((pool._processes or {}).values())  # pylint: disable=protected-access
-    for process in processes:
+    for process in list((pool._processes or {}).values()):  # pylint: disable=protected-access
       process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
     raise
-  return markers, killed
+  finally:
+    progress_queue.close()
+  if broken is None:
+    return markers, {}
+  hang_reason = (f"decoder hung: no progress for {video_timeout + _HANG_GRACE:g} s; killed"
+                 if hung else "")
+  lost, unexplained = _videos_lost(
+      {pid: process.exitcode for pid, process in processes.items()},
+      {pid: video for pid, (video, _) in started.items()}, hung, hang_reason)
+  if not lost:
+    died = "a worker process died" + (f" ({'; '.join(unexplained)})" if unexplained else "")
+    raise VidtxError(f"{died} while on no video, so no video is to blame "
+                     f"({type(broken).__name__}: {broken}); finished shards are kept, re-run the "
+                     "same command to resume") from broken
+  return markers, lost
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -573,13 +637,15 @@ def _split_summary(markers: Sequence[dict], known_failures: int) -> dict:
 def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
             markers: Mapping[tuple[str, int], dict], known: Sequence[Failure],
             info: dict, verbose: bool) -> dict:
-  """Moves the non-empty parts to their TFDS names; writes report, info, then metadata."""
+  """Moves the non-empty parts (and their frame indexes) to their TFDS names; writes report,
+  info, then metadata."""
   moves, split_sizes, splits_info, codecs, failures = [], {}, {}, collections.Counter(), []
   for split, shards in plan.items():
     split_markers = [markers[(split, s.index)] for s in shards]
     filled = [(s, m) for s, m in zip(shards, split_markers) if m["count"]]
     for i, (shard, _) in enumerate(filled):
-      moves.append((_part_path(work_dir, shard), data_format.shard_path(out_dir, split, i, len(filled))))
+      part, final = _part_path(work_dir, shard), data_format.shard_path(out_dir, split, i, len(filled))
+      moves += [(part, final), (frame_index.index_path(part), frame_index.index_path(final))]
     if filled:
       split_sizes[split] = ([m["count"] for _, m in filled], sum(m["bytes"] for _, m in filled))
     splits_info[split] = _split_summary(split_markers, sum(f.split == split for f in known))
@@ -592,10 +658,13 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
   # Interrupted after this point, a re-run moves the shards back first (see _recover).
   _write_json(os.path.join(work_dir, "finish.json"), {"moves": moves})
   targets = {final for _, final in moves}
-  for name in os.listdir(out_dir):
-    path = os.path.join(out_dir, name)
-    if _SHARD_FILE.match(name) and path not in targets:
-      os.remove(path)  # a shard of an earlier, different preparation
+  index_dir = os.path.join(out_dir, frame_index.INDEX_DIR)
+  os.makedirs(index_dir, exist_ok=True)
+  for folder, suffix in ((out_dir, ""), (index_dir, ".npz")):
+    for name in os.listdir(folder):
+      path = os.path.join(folder, name)
+      if _SHARD_FILE.match(name.removesuffix(suffix)) and path not in targets:
+        os.remove(path)  # a shard (or its index) of an earlier, different preparation
   for part, final in moves:
     if os.path.exists(part):
       os.replace(part, final)
@@ -700,8 +769,10 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   download), reported like decoding failures. `videos_per_shard` (or `num_shards`
   per split) sets the shard size; one worker process writes one shard at a time.
   `video_timeout`: seconds one video may take (None or 0: no limit); a worker stuck
-  in the decoder longer than that is killed and its video fails. A video that fails
-  is skipped and listed in prepare_report.txt. Re-running after an interruption keeps
+  in the decoder longer than that is killed and its video fails, as does a video on
+  which a worker dies (a decoder crash, the OOM killer; with workers > 1, where the
+  run goes on without it). A video that fails is skipped and listed in
+  prepare_report.txt. Re-running after an interruption keeps
   the finished shards. Returns the contents of prepare_info.json.
   """
   _validate(splits, class_names, short_side=short_side, fps=fps, max_frames=max_frames,
@@ -779,5 +850,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   summary = ", ".join(f"{k}: {v['videos']} videos" + (f" ({v['failed']} failed)" if v["failed"] else "")
                       for k, v in info["splits"].items())
   skipped = f"; skipped videos are listed in {os.path.join(out_dir, REPORT_FILE)}" if info["failed"] else ""
-  _say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s) in {elapsed:.1f}s{skipped}", verbose)
+  done_now = sum(len(s.entries) for s in todo)
+  _say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s), {done_now} videos in {elapsed:.1f}s "
+       f"({done_now / max(elapsed, 1e-9):.2f} videos/s with {workers} worker(s)){skipped}", verbose)
   return info

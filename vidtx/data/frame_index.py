@@ -1,0 +1,130 @@
+"""Where every JPEG frame lies in the shard files, so training reads only the sampled frames.
+
+A record holds a whole video (a 10 s Kinetics clip at 256 pixels is about 16 MB),
+and a training clip uses 8 of its 300 frames: reading and parsing the record cost
+more CPU than decoding the 8 JPEGs. With an index the pipeline reads just the
+sampled frames' bytes (`os.pread`), 30x fewer bytes from disk and page cache.
+
+    <dir>/frame_index/<shard file name>.npz, one per shard:
+      frames [F, 2] int64  byte offset in the shard file and length of each frame,
+                           video after video, frames in order
+      starts [R + 1] int64 video r (the r-th record) has frames[starts[r]:starts[r + 1]]
+      label [R] int64, fps [R] float32
+      shard_bytes int64    the shard's size when indexed (a rewritten shard is stale)
+
+`vidtx.data.prepare` writes the index with each shard; for a dataset made
+another way, `python -m vidtx.data.frame_index DIR` builds it.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import zipfile
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from vidtx.errors import VidtxError
+
+INDEX_DIR = "frame_index"
+_HEADER = 12  # TFRecord framing: uint64 length, uint32 masked CRC of the length
+_FOOTER = 4  # uint32 masked CRC of the data
+
+
+def index_path(shard: str) -> str:
+  """Where the index of the shard file `shard` lives."""
+  return os.path.join(os.path.dirname(shard), INDEX_DIR, os.path.basename(shard) + ".npz")
+
+
+def _records(path: str):
+  """(data offset in the file, serialized record) of each record of a TFRecord file."""
+  with open(path, "rb") as f:
+    position = 0
+    while True:
+      header = f.read(_HEADER)
+      if not header:
+        return
+      if len(header) < _HEADER:
+        raise VidtxError(f"{path}: truncated TFRecord header at byte {position}")
+      (length,) = struct.unpack("<Q", header[:8])
+      data = f.read(length)
+      if len(data) < length or len(f.read(_FOOTER)) < _FOOTER:
+        raise VidtxError(f"{path}: truncated record at byte {position}")
+      yield position + _HEADER, data
+      position += _HEADER + length + _FOOTER
+
+
+def build(shard: str) -> dict[str, np.ndarray]:
+  """The index arrays of one shard file (see the module doc)."""
+  frames, starts, labels, fps = [], [0], [], []
+  for offset, data in _records(shard):
+    feature = tf.train.Example.FromString(data).features.feature
+    position = 0
+    for jpeg in feature["video"].bytes_list.value:
+      # Each frame's bytes sit in the record as they are (a length-prefixed proto field).
+      position = data.find(jpeg, position)
+      if position < 0:
+        raise VidtxError(f"{shard}: a frame of record {len(starts) - 1} is not stored contiguously")
+      frames.append((offset + position, len(jpeg)))
+      position += len(jpeg)
+    starts.append(len(frames))
+    labels.append(feature["label"].int64_list.value[0])
+    fps.append(feature["fps"].float_list.value[0])
+  return {"frames": np.asarray(frames, np.int64).reshape(-1, 2),
+          "starts": np.asarray(starts, np.int64), "label": np.asarray(labels, np.int64),
+          "fps": np.asarray(fps, np.float32), "shard_bytes": np.int64(os.path.getsize(shard))}
+
+
+def write(shard: str) -> str:
+  """Indexes `shard` and writes the index atomically; returns its path. Same shard, same bytes."""
+  path = index_path(shard)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with zipfile.ZipFile(tmp, "w") as archive:  # an .npz, without the time of writing in it
+    for key, value in build(shard).items():
+      with archive.open(zipfile.ZipInfo(key + ".npy"), "w") as f:
+        np.lib.format.write_array(f, np.asanyarray(value))
+  os.replace(tmp, path)
+  return path
+
+
+def load(shard: str) -> dict[str, np.ndarray] | None:
+  """The index of `shard`, or None where it has none. A stale index is an error."""
+  path = index_path(shard)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as f:
+    index = {key: f[key] for key in f.files}
+  if int(index["shard_bytes"]) != os.path.getsize(shard):
+    raise VidtxError(f"{path} does not match {shard} (the shard was rewritten); rebuild it with "
+                     f"python -m vidtx.data.frame_index {os.path.dirname(shard) or '.'}")
+  return index
+
+
+def shard_files(data_dir: str) -> list[str]:
+  """Every TFRecord shard of a prepared dataset, all splits."""
+  from vidtx.data import format as data_format  # pylint: disable=g-import-not-at-top
+
+  splits = data_format.builder(data_dir).info.splits
+  return sorted(str(p) for split in splits.values() for p in split.filepaths)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  if len(argv) != 1 or argv[0].startswith("-"):
+    print("usage: python -m vidtx.data.frame_index PREPARED_DATASET_DIR", file=sys.stderr)
+    return 2
+  try:
+    shards = shard_files(argv[0])
+    for i, shard in enumerate(shards):
+      print(f"frame_index: {i + 1}/{len(shards)} {write(shard)}", flush=True)
+  except (VidtxError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -8,7 +8,8 @@ FLAGS = flags.FLAGS
 
 def define_prepare_flags() -> None:
   flags.DEFINE_string("out", None, "Output directory of the prepared dataset.")
-  flags.DEFINE_integer("workers", None, "Worker processes (default: every CPU core).")
+  flags.DEFINE_integer("workers", None, "Worker processes (default: every CPU core; 1: in "
+                       "this process, without the watchdog for hung or crashing decoders).")
   flags.DEFINE_integer("short_side", 256, "Resize frames so the short side has this many pixels "
                        "(0 keeps the original size).")
   flags.DEFINE_float("fps", None, "Resample to this frame rate (default: keep every frame).")

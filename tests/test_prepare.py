@@ -412,6 +412,23 @@ def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   assert same_bytes_as_if_it_failed(entries, hanging, out, monkeypatch)
 
 
+def test_the_watchdog_guards_a_single_shard_too(tmp_path, monkeypatch):
+  # One shard left means one worker process (not this process), so a hang is still caught.
+  entries, hanging, release = clips_and_a_hanging_video(tmp_path)
+  monkeypatch.setattr(prepare, "_HANG_GRACE", 0.5)
+  out = str(tmp_path / "one_shard")
+  release.start()
+  try:
+    info = prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
+                                   workers=2, videos_per_shard=8, video_timeout=2, verbose=False)
+  finally:
+    release.cancel()
+  assert info["workers"] == 1 and info["splits"]["train"]["shards"] == 1
+  report = open(os.path.join(out, prepare.REPORT_FILE)).read().splitlines()
+  assert report[2:] == [f"train\thang\t{hanging}\tdecoder hung: no progress for 2.5 s; killed"]
+  assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
+
+
 def kill_the_reader(fifo, killed):
   """A thread that SIGKILLs the process reading `fifo`, as the kernel's OOM killer would.
 

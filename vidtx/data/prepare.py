@@ -437,9 +437,11 @@ def _completed_markers(work_dir: str, shards: Sequence[_Shard]) -> dict[tuple[st
   return markers
 
 
-def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
+def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int | None,
                 video_timeout: float | None, progress: _Progress) -> dict[tuple[str, int], dict]:
-  """Runs the shards (in worker processes when workers > 1); returns their markers.
+  """Runs the shards in this process (workers=None) or in `workers` worker processes.
+
+  Returns their markers.
 
   A worker that dies on a video (a decoder crash, the kernel's OOM killer) or stays on one
   video_timeout + _HANG_GRACE seconds (and is killed) loses that video: it is recorded in
@@ -447,7 +449,7 @@ def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, wo
   """
   fatal_path = os.path.join(work_dir, _FATAL_FILE)
   fatal = _read_json(fatal_path) or {}
-  if workers <= 1:
+  if workers is None:
     return {(shard.split, shard.index): _run_shard(shard, settings, work_dir, video_timeout, fatal,
                                                     on_start=lambda path: None,
                                                     on_done=progress.update)
@@ -767,13 +769,13 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   `splits`: split name -> videos; labels index `class_names` (one label map for all
   splits). `failures`: videos already known to be unusable (e.g. clips missing from a
   download), reported like decoding failures. `videos_per_shard` (or `num_shards`
-  per split) sets the shard size; one worker process writes one shard at a time.
-  `video_timeout`: seconds one video may take (None or 0: no limit); a worker stuck
-  in the decoder longer than that is killed and its video fails, as does a video on
-  which a worker dies (a decoder crash, the OOM killer; with workers > 1, where the
-  run goes on without it). A video that fails is skipped and listed in
-  prepare_report.txt. Re-running after an interruption keeps
-  the finished shards. Returns the contents of prepare_info.json.
+  per split) sets the shard size; one worker process writes one shard at a time
+  (`workers=1`: in this process). `video_timeout`: seconds one video may take (None
+  or 0: no limit); a worker process stuck in the decoder longer than that is killed
+  and its video fails, as does a video on which a worker process dies (a decoder
+  crash, the OOM killer): the run goes on without it. A video that fails is skipped
+  and listed in prepare_report.txt. Re-running after an interruption keeps the
+  finished shards. Returns the contents of prepare_info.json.
   """
   _validate(splits, class_names, short_side=short_side, fps=fps, max_frames=max_frames,
             jpeg_quality=jpeg_quality, video_timeout=video_timeout,
@@ -818,6 +820,9 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   markers = _completed_markers(work_dir, shards)
   todo = [s for s in shards if (s.split, s.index) not in markers]
   total = sum(len(s.entries) for s in shards)
+  # One worker runs in this process; more run in worker processes (a pool of one where only
+  # one shard is left), where a decoder that hangs or crashes loses one video, not the run.
+  in_process = (workers or default_workers()) == 1
   workers = max(1, min(workers or default_workers(), len(todo)))
   if markers:
     _say(f"resuming: {len(markers)} of {len(shards)} shards are already done", verbose)
@@ -827,7 +832,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   progress = _Progress(total, total - sum(len(s.entries) for s in todo), verbose)
   start = time.monotonic()
   try:
-    markers.update(_run_shards(todo, settings, work_dir, workers, video_timeout, progress))
+    markers.update(_run_shards(todo, settings, work_dir, None if in_process else workers,
+                               video_timeout, progress))
   except KeyboardInterrupt:
     progress.close()
     _say("interrupted: finished shards are kept; re-run the same command to resume", verbose)

@@ -42,28 +42,43 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       batch_size=64,            # global, over all devices and accumulation steps
-      device_batch_size=None,   # per-device micro-batch cap; None = no accumulation
-      num_steps=None, num_epochs=None,
+      device_batch_size=_unset(int),  # per-device micro-batch cap; unset = no accumulation
+      num_steps=_unset(int), num_epochs=_unset(float),
       label_smoothing=0.0,
       log_every=50,
       val_every=500,            # steps; 0 = only at the end
       checkpoint_every=500,
       keep_checkpoints=3,
+      precise_bn_batches=0,     # > 0: PaddleVideo's precise BN over this many batches before validating
+      peak_flops_per_device=0.0,  # for MFU; 0: from the device kind (vidtx.flops.PEAK_BF16_FLOPS)
       mix=ml_collections.ConfigDict(dict(kind="none", mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5)),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0,
       b1=0.9, b2=0.999, eps=1e-8,
-      schedule="warmup_cosine", warmup_steps=None, warmup_epochs=None, warmup_init_lr=0.0, end_lr=0.0,
+      schedule="warmup_cosine", warmup_steps=_unset(int), warmup_epochs=_unset(float),
+      warmup_init_lr=0.0, end_lr=0.0,
       milestones_epochs=None, milestones_steps=None, gamma=0.1,
-      clip_grad_norm=None,
+      clip_grad_norm=_unset(float),
       no_decay=[], no_decay_1d=False, lr_mults=[],
+      # Stochastic weight averaging from start_(steps|epochs), every every_(steps|epochs) (1 step);
+      # its weights are validated and kept in <workdir>/swa. Off while no start is set.
+      swa=ml_collections.ConfigDict(dict(start_steps=_unset(int), start_epochs=_unset(float),
+                                         every_steps=_unset(int), every_epochs=_unset(float))),
   ))
+  # Distillation: a frozen teacher checkpoint (a workdir or checkpoint directory of a model that
+  # takes the same clips and classes); loss = (1 - weight) * CE + weight * T^2 KL(teacher || student).
+  c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0))
   c.eval = ml_collections.ConfigDict(dict(batch_size=16, averaging="score"))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.sharding = ml_collections.ConfigDict(dict(rules=None))
   c.init_from = ml_collections.ConfigDict(dict(path="", format="", options={}))
   return c
+
+
+def _unset(kind: type):
+  """A field that is None until set, and can be set from the command line (--config.x=3)."""
+  return ml_collections.config_dict.placeholder(kind)
 
 
 def data_root() -> str:
@@ -106,7 +121,8 @@ def apply_smoke(c: ml_collections.ConfigDict, **model_overrides) -> ml_collectio
   if "msc_size" in c.data:
     c.data.msc_size = 36
   c.train.update(batch_size=8, device_batch_size=None, num_steps=4, num_epochs=None,
-                 log_every=2, val_every=4, checkpoint_every=4)
+                 log_every=2, val_every=4, checkpoint_every=4,
+                 precise_bn_batches=min(c.train.precise_bn_batches, 2))
   c.optim.update(warmup_steps=1, warmup_epochs=None, milestones_epochs=None, milestones_steps=[3])
   c.eval.batch_size = 8
   c.init_from.path = ""

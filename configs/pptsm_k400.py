@@ -36,7 +36,8 @@ def get_config(arg=None):
       test_window_placement="linspace" if dense else "centre",
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
   c.train.update(batch_size=128, device_batch_size=16, num_epochs=80, label_smoothing=0.1,
-                 log_every=50, val_every=5000, checkpoint_every=2000)
+                 log_every=50, val_every=5000, checkpoint_every=2000,
+                 precise_bn_batches=200)  # PaddleVideo's PRECISEBN: 200 iterations
   c.train.mix.update(kind="mixup", mixup_alpha=0.2)
   c.optim.update(name="sgd", lr=0.02 if dense else 0.01, momentum=0.9, nesterov=True,
                  weight_decay=1e-4, no_decay=["/bn/", "head/fc/bias"],

@@ -40,7 +40,7 @@ def test_full_size_config_builds_its_model(name, arg):
   assert config.data.num_frames == config.model.num_frames
   assert config.data.image_size == config.model.image_size
   model = models.build(config.model)
-  params = jax.eval_shape(lambda: trainer.abstract_variables(model, config.model, jax.random.key(0)))
+  params = jax.eval_shape(lambda: models.abstract_variables(model, config.model, jax.random.key(0)))
   assert flops.count_params(params["params"]) > 0
 
 

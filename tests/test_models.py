@@ -393,6 +393,14 @@ def test_count_macs_dense_conv_and_nested():
   assert flops.count_params({"a": jnp.zeros((3, 4)), "b": {"c": jnp.zeros(5)}}) == 17
 
 
+@pytest.mark.parametrize("kind,peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA A100-SXM4-40GB", 312e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
+    ("TPU v5p", 459e12), ("cpu", None)])
+def test_peak_flops_by_device_kind(kind, peak):
+  assert flops.peak_flops(kind) == peak
+
+
 def test_flops_cli_reads_a_config_file(tmp_path, capsys):
   path = tmp_path / "tiny.py"
   path.write_text(textwrap.dedent(f"""

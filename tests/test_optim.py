@@ -117,3 +117,57 @@ def test_config_arguments_are_typed_and_checked():
   assert args.smoke is True and args.frames == 16 and args.variant == "small"
   with pytest.raises(ValueError, match="unknown config argument"):
     common.parse_arg("colour=red", smoke=False)
+
+
+def test_swa_averages_the_weights_after_the_chosen_steps_and_leaves_updates_alone():
+  # SGD with changing gradients; SWA from step 3, every 2 steps, over 8 steps: steps 3, 5, 7.
+  cfg = optim_config(name="sgd", lr=0.5, momentum=0.9, swa={"start_steps": 3, "every_steps": 2})
+  params = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(0.5)}
+  with_swa = optim.make_optimizer(cfg, params, optim.make_schedule(cfg, 8, 1))
+  without = optim.make_optimizer(optim_config(name="sgd", lr=0.5, momentum=0.9), params,
+                                 optim.make_schedule(cfg, 8, 1))
+  p, q = params, params
+  s, t = with_swa.init(p), without.init(q)
+  trajectory = []
+  assert optim.swa_average(t) is None
+  for step in range(1, 9):
+    grads = jax.tree.map(lambda x: jnp.sin(step * (x + 1.0)), p)
+    updates, s = with_swa.update(grads, s, p)
+    p = optax.apply_updates(p, updates)
+    updates, t = without.update(grads, t, q)
+    q = optax.apply_updates(q, updates)
+    trajectory.append(p)
+  jax.tree.map(np.testing.assert_array_equal, p, q)  # SWA does not change the training path
+  count, average = optim.swa_average(s)
+  assert int(count) == 3
+  expected = jax.tree.map(lambda *xs: np.mean(xs, axis=0), *[trajectory[k - 1] for k in (3, 5, 7)])
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6), average, expected)
+
+
+def test_swa_start_in_epochs_and_its_average_is_sharded_like_the_params():
+  cfg = optim_config(swa={"start_epochs": 2, "every_epochs": 1})
+  params = {"w": jnp.zeros((4, 2))}
+  tx = optim.make_optimizer(cfg, params, optim.make_schedule(cfg, 100, 10), steps_per_epoch=10)
+  state = tx.init(params)
+  mapped = optax.tree_map_params(tx, lambda _: "P", state, transform_non_params=lambda _: "N")
+  assert optim.swa_average(mapped) == ("N", {"w": "P"})
+  grads = {"w": jnp.ones((4, 2))}
+  for _ in range(30):  # averaged after steps 20 and 30
+    _, state = tx.update(grads, state, params)
+  assert int(optim.swa_average(state)[0]) == 2
+  with pytest.raises(VidtxError, match="SWA"):
+    optim.swa(0)
+
+
+def test_distillation_loss_is_temperature_scaled_kl():
+  rng = np.random.RandomState(0)
+  student, teacher = rng.randn(4, 6).astype(np.float32), rng.randn(4, 6).astype(np.float32)
+  for temperature in (1.0, 3.0):
+    p = np.exp(teacher / temperature) / np.exp(teacher / temperature).sum(-1, keepdims=True)
+    q = np.exp(student / temperature) / np.exp(student / temperature).sum(-1, keepdims=True)
+    expected = temperature ** 2 * (p * np.log(p / q)).sum(-1)
+    np.testing.assert_allclose(losses.distillation(student, teacher, temperature), expected, rtol=1e-5)
+    # Its gradient in the student's logits: T * (softmax(s / T) - softmax(t / T)) per example.
+    grad = jax.grad(lambda s: losses.distillation(s, teacher, temperature).sum())(student)
+    np.testing.assert_allclose(grad, temperature * (q - p), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(losses.distillation(teacher, teacher), 0.0, atol=1e-6)

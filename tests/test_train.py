@@ -8,13 +8,17 @@ import subprocess
 import sys
 import time
 
+import flax
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import demo
-from vidtx import evaluate, models, optim, sharding, trainer
+from vidtx import evaluate, flops, losses, models, optim, sharding, trainer
+from vidtx.data import device as device_ops
+from vidtx.errors import VidtxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -35,7 +39,8 @@ def data_dir(smoke_data_dir):
 def trained(data_dir, tmp_path_factory):
   """A smoke run trained in-process: (config, workdir, final metrics)."""
   workdir = str(tmp_path_factory.mktemp("trained"))
-  config = smoke_config(data_dir)
+  config = smoke_config(data_dir, peak_flops_per_device=1e9)  # a made-up peak: MFU is shown
+  config.optim.swa.start_steps = 2  # SWA over steps 2..6
   metrics = trainer.train_and_evaluate(config, workdir)
   return config, workdir, metrics
 
@@ -62,6 +67,21 @@ def test_training_writes_metrics_checkpoints_and_best(trained):
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   assert len(os.listdir(os.path.join(workdir, "best"))) == 1
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
+  # SWA: its weights are validated and kept (at the last checkpoint) in <workdir>/swa.
+  assert all("swa_val_top1" in l for l in lines if "val_top1" in l)
+  assert os.listdir(os.path.join(workdir, "swa")) == ["6"]
+  mesh = sharding.make_mesh(config.mesh)
+  _, swa, _ = evaluate.restore_model(config, os.path.join(workdir, "swa"), mesh)
+  raw, _ = final_params(workdir, config)
+  assert jax.tree.structure(swa["params"]) == jax.tree.structure(raw["params"])
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(jax.device_get(swa["params"])),
+                                                   jax.tree.leaves(raw["params"])))
+  # MFU = clips/s x training FLOPs per clip (6 x forward MACs) / (peak per device x devices).
+  _, macs = flops.measure(models.build(config.model), config.model.num_frames,
+                          config.model.image_size)
+  for line in lines:
+    expected = line["clips_per_sec"] * 6 * macs.total() / (1e9 * jax.device_count())
+    assert line["mfu"] == pytest.approx(expected, rel=1e-6)
 
 
 def final_params(workdir, config):
@@ -72,7 +92,8 @@ def final_params(workdir, config):
 
 def test_sigkill_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
   overrides = config_overrides(data_dir, **{"train.num_steps": 40, "train.checkpoint_every": 4,
-                                            "train.val_every": 0, "train.log_every": 4})
+                                            "train.val_every": 0, "train.log_every": 4,
+                                            "optim.swa.start_steps": 10, "optim.swa.every_steps": 3})
   config_arg = "--config=configs/demo.py:smoke=True"
 
   straight = str(tmp_path / "straight")
@@ -101,6 +122,11 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
   assert meta_a["step"] == meta_b["step"] == 40
   assert meta_a["input"] == meta_b["input"]
   jax.tree.map(np.testing.assert_array_equal, a, b)
+  # The SWA average lives in the optimizer state: it resumes exactly too.
+  mesh = sharding.make_mesh(config.mesh)
+  swa_a = jax.device_get(evaluate.restore_model(config, os.path.join(straight, "swa"), mesh)[1])
+  swa_b = jax.device_get(evaluate.restore_model(config, os.path.join(interrupted, "swa"), mesh)[1])
+  jax.tree.map(np.testing.assert_array_equal, swa_a, swa_b)
 
 
 @pytest.mark.parametrize("mesh_config", [{"data": 8, "fsdp": 1, "tensor": 1},
@@ -115,7 +141,7 @@ def test_train_step_same_loss_on_8_devices_as_on_1(data_dir, mesh_config):
   model = models.build(config.model)
   rng = jax.random.key(0)
   schedule = optim.make_schedule(config.optim, 10, 1)
-  abstract = nn.unbox(trainer.abstract_variables(model, config.model, rng))["params"]
+  abstract = nn.unbox(models.abstract_variables(model, config.model, rng))["params"]
   tx = optim.make_optimizer(config.optim, abstract, schedule)
   batch = {"video": np.random.RandomState(0).randint(0, 255, (8, 8, 32, 32, 3)).astype(np.uint8),
            "label": np.arange(8, dtype=np.int32)}
@@ -138,6 +164,44 @@ def test_train_step_same_loss_on_8_devices_as_on_1(data_dir, mesh_config):
   losses_8, params_8 = two_steps(many)
   np.testing.assert_allclose(losses_8, losses_1, rtol=1e-5)
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), params_8, params_1)
+
+
+def test_distillation_step_loss_is_the_teachers_kl(data_dir):
+  # weight 1: the loss is T^2 KL(teacher || student) on the same normalised clips, nothing else.
+  config = smoke_config(data_dir)
+  config.distill.update(weight=1.0, temperature=2.0)
+  model = models.build(config.model)
+  teacher_config = config.model.copy_and_resolve_references()
+  teacher_config.hidden_size = 16  # a different model: any that takes the clips will do
+  teacher = models.build(teacher_config)
+  batch = {"video": np.random.RandomState(0).randint(0, 255, (4, 8, 32, 32, 3)).astype(np.uint8),
+           "label": np.arange(4, dtype=np.int32)}
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  schedule = optim.make_schedule(config.optim, 10, 1)
+  abstract = nn.unbox(models.abstract_variables(model, config.model, jax.random.key(0)))["params"]
+  tx = optim.make_optimizer(config.optim, abstract, schedule)
+  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
+                                        jax.random.key(0))
+  teacher_variables = nn.unbox(teacher.init(jax.random.key(5), jnp.zeros((1, 8, 32, 32, 3)),
+                                            train=False))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
+    step = trainer.make_train_step(model, tx, schedule, config, 1, mesh, teacher)
+    _, metrics = jax.jit(step)(state, batch, jax.random.key(1), teacher_variables)
+    video = device_ops.normalize(batch["video"], config.data.mean, config.data.std)
+    expected = losses.distillation(model.apply(state.variables, video, train=False),
+                                   teacher.apply(teacher_variables, video, train=False), 2.0).mean()
+  np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+
+
+def test_distilling_from_a_trained_checkpoint(trained, data_dir, tmp_path):
+  _, teacher_workdir, _ = trained
+  config = smoke_config(data_dir, num_steps=2, val_every=2, checkpoint_every=2)
+  config.distill.update(teacher=teacher_workdir, weight=0.7, temperature=4.0)
+  metrics = trainer.train_and_evaluate(config, str(tmp_path / "student"))
+  assert np.isfinite(metrics["loss"])
+  config.model.image_size = config.data.image_size = 24
+  with pytest.raises(VidtxError, match="teacher .* model.image_size=32 and the student 24"):
+    trainer.train_and_evaluate(config, str(tmp_path / "mismatch"))
 
 
 def test_eval_same_result_for_any_batch_size_and_device_count(trained):
@@ -231,3 +295,31 @@ def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   assert [name for _, name in printed] == [name for name, _ in expected]
   np.testing.assert_allclose([float(p.rstrip("%")) / 100 for p, _ in printed],
                              [p for _, p in expected], atol=1e-4)
+
+
+def test_precise_bn_is_the_average_of_per_batch_statistics():
+  # Per batch, a BatchNorm's statistics are the mean and biased variance of its input: the
+  # output of the conv before it (captured here), averaged over batches as PaddleVideo does.
+  config = importlib.import_module("configs.pptsm_k400").get_config("smoke=True")
+  model = models.build(config.model)
+  shape = (4, config.model.num_frames, 32, 32, 3)
+  variables = nn.unbox(model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+  rng = np.random.RandomState(0)
+  batches = [{"video": rng.randint(0, 255, shape).astype(np.uint8)} for _ in range(3)]
+  got = trainer.precise_batch_stats(trainer.make_batch_stats_step(model, config.data), variables,
+                                    iter(batches))
+  per_batch = []
+  for batch in batches:
+    video = device_ops.normalize(batch["video"], config.data.mean, config.data.std)
+    _, state = model.apply(variables, video, train=True, mutable=["batch_stats", "intermediates"],
+                           capture_intermediates=lambda m, _: m.name == "conv",
+                           rngs={"dropout": jax.random.key(0)})  # the head's dropout
+    convs = flax.traverse_util.flatten_dict(state["intermediates"], sep="/")
+    per_batch.append({key.removesuffix("/conv/__call__"): out[0] for key, out in convs.items()})
+  stats = flax.traverse_util.flatten_dict(got, sep="/")
+  assert len(stats) == 2 * len(per_batch[0]) > 20
+  for layer in per_batch[0]:
+    mean = np.mean([np.mean(b[layer], axis=(0, 1, 2)) for b in per_batch], axis=0)
+    var = np.mean([np.var(b[layer], axis=(0, 1, 2)) for b in per_batch], axis=0)
+    np.testing.assert_allclose(stats[f"{layer}/bn/mean"], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats[f"{layer}/bn/var"], var, rtol=1e-4, atol=1e-5)

@@ -7,6 +7,7 @@ and training checkpoints also `train` ({'step', 'opt_state'}).
 
   <workdir>/checkpoints/<step>/   last `keep` training states (resume)
   <workdir>/best/<step>/          the best by validation top-1 (variables + meta)
+  <workdir>/swa/<step>/           the SWA weights at the last checkpoint (when SWA is on)
 A converted foreign checkpoint is a directory with `variables` and `meta`.
 """
 from __future__ import annotations
@@ -23,7 +24,8 @@ from vidtx.errors import VidtxError
 NON_STRUCTURAL_MODEL_KEYS = ("dtype", "drop_path_rate", "dropout_rate", "attention_impl")
 
 
-def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = False):
+def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = False,
+             train: bool | None = None):
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep,
       create=not read_only,
@@ -32,7 +34,8 @@ def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = 
       best_mode="max",
       enable_async_checkpointing=True,
   )
-  items = ("variables", "meta") if best else ("variables", "train", "meta")
+  train = not best if train is None else train
+  items = ("variables", "train", "meta") if train else ("variables", "meta")
   return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=items)
 
 
@@ -47,6 +50,7 @@ class Checkpoints:
     self.workdir = workdir
     self.latest = _manager(os.path.join(workdir, "checkpoints"), keep=keep, best=False)
     self.best = _manager(os.path.join(workdir, "best"), keep=1, best=True)
+    self.swa = None  # created by the first save_swa
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -63,6 +67,13 @@ class Checkpoints:
         variables=ocp.args.StandardSave(variables),
         meta=ocp.args.JsonSave(_json_ready(meta))))
 
+  def save_swa(self, step: int, variables: dict, meta: dict) -> None:
+    """Keeps these (stochastic weight averaged) variables as <workdir>/swa/<step>."""
+    if self.swa is None:
+      self.swa = _manager(os.path.join(self.workdir, "swa"), keep=1, best=False, train=False)
+    self.swa.save(step, args=ocp.args.Composite(
+        variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(_json_ready(meta))))
+
   def read_meta(self, step: int) -> dict:
     return self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
@@ -73,13 +84,16 @@ class Checkpoints:
         train=ocp.args.StandardRestore(abstract_train)))
     return restored["variables"], restored["train"]
 
+  def _managers(self):
+    return [m for m in (self.latest, self.best, self.swa) if m is not None]
+
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    for manager in self._managers():
+      manager.wait_until_finished()
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    for manager in self._managers():
+      manager.close()
 
 
 def save_variables(directory: str, variables: dict, meta: dict) -> None:

@@ -96,13 +96,13 @@ def restore_model(config, path: str, mesh):
   `path`: a workdir (its best checkpoint, else its latest), a checkpoint directory or a step.
   """
   from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
-  from vidtx import models, trainer  # pylint: disable=g-import-not-at-top
+  from vidtx import models  # pylint: disable=g-import-not-at-top
 
   meta = ckpt.read_meta(path)
   ckpt.check_model_matches(meta, config.model, path)
   model = models.build(config.model)
-  boxed = trainer.abstract_variables(model, config.model, jax.random.key(0))
-  shardings = trainer.variable_shardings(boxed, mesh, sharding.rules(config))
+  boxed = models.abstract_variables(model, config.model, jax.random.key(0))
+  shardings = sharding.variable_shardings(boxed, mesh, sharding.rules(config))
   unboxed = nn.unbox(boxed)
   abstract = {"params": unboxed["params"], "batch_stats": unboxed.get("batch_stats", {})}
   variables, meta = ckpt.restore_variables(path, ckpt.abstract(abstract, shardings))

@@ -143,6 +143,26 @@ PUBLISHED = (
 )
 
 
+# Dense bfloat16 peak FLOP/s per device (vendor figures, no sparsity), by a piece of
+# `jax.Device.device_kind`; the first match wins (so "H100 PCIe" before "H100").
+PEAK_BF16_FLOPS = (
+    ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
+    ("B200", 2250e12), ("A100", 312e12), ("V100", 125e12), ("L4", 121e12),
+    ("TPU v2", 45e12), ("TPU v3", 123e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
+    ("TPU v5e", 197e12), ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
+)
+
+
+def peak_flops(device_kind: str) -> float | None:
+  """Dense bf16 peak FLOP/s of one device of this kind, or None where it is not known (CPUs)."""
+  return next((peak for name, peak in PEAK_BF16_FLOPS if name.lower() in device_kind.lower()), None)
+
+
+def train_flops_per_clip(forward_macs: float) -> float:
+  """FLOPs of one training clip: 2 FLOPs per MAC, forward + backward = 3 forwards."""
+  return 6.0 * forward_macs
+
+
 def _relative(measured: float, published: float | None) -> str:
   return "—" if not published else f"{100.0 * (measured - published) / published:+.1f}%"
 

@@ -21,3 +21,14 @@ def correct_topk(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
   """[B] bool: whether the label is among the k highest logits (ties count against)."""
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
   return jnp.sum(logits > label_logit, axis=-1) < k
+
+
+def distillation(student_logits: jax.Array, teacher_logits: jax.Array,
+                 temperature: float = 1.0) -> jax.Array:
+  """Per-example T^2 * KL(softmax(teacher / T) || softmax(student / T)) (Hinton et al.). [B, K] -> [B].
+
+  The T^2 keeps the gradient's scale independent of T.
+  """
+  t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
+  s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  return temperature ** 2 * jnp.sum(jnp.exp(t) * (t - s), axis=-1)

@@ -1,12 +1,14 @@
 """Optimizers and learning-rate schedules, assembled from `config.optim` with optax.
 
 Order of the chain (Paddle's): clip the gradient norm, add coupled L2 decay
-(SGD), the optimizer with its schedule, then per-parameter LR multipliers.
+(SGD), the optimizer with its schedule, per-parameter LR multipliers, then
+stochastic weight averaging (`swa`, when `config.optim.swa` sets a start).
 Durations are given as `<name>_steps` or `<name>_epochs` (big_vision style).
 """
 from __future__ import annotations
 
 import re
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -108,8 +110,50 @@ def scale_by_tree(multipliers) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make_optimizer(optim_config, params, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The optax chain for `config.optim` (`name`: sgd | adamw)."""
+class SwaState(NamedTuple):
+  step: jax.Array  # updates seen
+  count: jax.Array  # weights averaged so far
+  average: Any  # running mean of the weights after the averaged steps (float32, like params)
+
+
+def swa(start_step: int, every_steps: int = 1) -> optax.GradientTransformation:
+  """Stochastic weight averaging (Izmailov et al.) as the last link of an optax chain.
+
+  Leaves the updates alone and keeps, in its state, the running mean of the weights
+  after update k for k = start_step, start_step + every_steps, ... (k counts from 1).
+  `swa_average(opt_state)` reads it.
+  """
+  if start_step < 1 or every_steps < 1:
+    raise VidtxError(f"SWA needs start >= 1 and every >= 1 step, got {start_step}, {every_steps}")
+
+  def init(params):
+    return SwaState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.int32),
+                    optax.tree_utils.tree_zeros_like(params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise VidtxError("SWA needs the parameters: call tx.update(grads, state, params)")
+    step = state.step + 1
+    take = (step >= start_step) & ((step - start_step) % every_steps == 0)
+    weight = jnp.where(take, 1.0 / (state.count + 1).astype(jnp.float32), 0.0)
+    new_params = optax.apply_updates(params, updates)
+    average = jax.tree.map(lambda a, p: a + weight * (p.astype(a.dtype) - a), state.average,
+                           new_params)
+    return updates, SwaState(step, state.count + take.astype(jnp.int32), average)
+
+  return optax.GradientTransformation(init, update)
+
+
+def swa_average(opt_state) -> tuple[jax.Array, Any] | None:
+  """(number of weights averaged, their mean) from an optimizer state with `swa`; else None."""
+  is_swa = lambda node: isinstance(node, SwaState)
+  states = [node for node in jax.tree.leaves(opt_state, is_leaf=is_swa) if is_swa(node)]
+  return (states[0].count, states[0].average) if states else None
+
+
+def make_optimizer(optim_config, params, schedule: optax.Schedule,
+                   steps_per_epoch: int = 1) -> optax.GradientTransformation:
+  """The optax chain for `config.optim` (`name`: sgd | adamw; `swa`: see `swa`)."""
   name = optim_config.get("name", "sgd")
   wd = float(optim_config.get("weight_decay", 0.0))
   mask = decay_mask(params, optim_config)
@@ -128,6 +172,10 @@ def make_optimizer(optim_config, params, schedule: optax.Schedule) -> optax.Grad
     raise VidtxError(f"config.optim.name={name!r} is not an optimizer; use sgd or adamw")
   if optim_config.get("lr_mults"):
     parts.append(scale_by_tree(lr_multipliers(params, optim_config)))
+  swa_config = optim_config.get("swa") or {}
+  swa_start = to_steps(swa_config, "start", steps_per_epoch)
+  if swa_start is not None:
+    parts.append(swa(swa_start, to_steps(swa_config, "every", steps_per_epoch, default=1)))
   return optax.chain(*parts)
 
 

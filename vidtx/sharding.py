@@ -78,6 +78,12 @@ def logical_shardings(abstract_boxed_tree, mesh: Mesh, logical_rules) -> object:
   return nn.logical_to_mesh_sharding(specs, mesh, logical_rules)
 
 
+def variable_shardings(boxed_abstract: dict, mesh: Mesh, logical_rules) -> dict:
+  """NamedShardings for {'params', 'batch_stats'} from the logical axis names."""
+  shardings = logical_shardings(boxed_abstract, mesh, logical_rules)
+  return {"params": shardings["params"], "batch_stats": shardings.get("batch_stats", {})}
+
+
 def global_batch(local_batch: dict, mesh: Mesh) -> dict:
   """This host's share of a batch (numpy) -> global jax.Arrays sharded over the batch axes."""
   return {

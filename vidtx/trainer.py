@@ -6,6 +6,7 @@ checkpoint, stop on NaN).
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from typing import Any
@@ -21,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
 from vidtx import data as data_lib
-from vidtx import evaluate, losses, models, optim, sharding
+from vidtx import evaluate, flops, losses, models, optim, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -58,31 +59,13 @@ def batch_plan(global_batch: int, num_devices: int, process_count: int,
 
 
 # ----------------------------------------------------------------------------- model and state
-def dummy_video(model_config, batch: int = 1) -> jax.ShapeDtypeStruct:
-  size = model_config.image_size
-  return jax.ShapeDtypeStruct((batch, model_config.num_frames, size, size, 3), jnp.float32)
-
-
-def abstract_variables(model: nn.Module, model_config, rng) -> dict:
-  """Shapes of the model's variables, still boxed with their logical axis names."""
-  return jax.eval_shape(
-      lambda r: model.init({"params": r, "dropout": r}, jnp.zeros(dummy_video(model_config).shape),
-                           train=False), rng)
-
-
-def variable_shardings(boxed_abstract: dict, mesh, rules) -> dict:
-  """NamedShardings for {'params', 'batch_stats'} from the logical axis names."""
-  shardings = sharding.logical_shardings(boxed_abstract, mesh, rules)
-  return {"params": shardings["params"], "batch_stats": shardings.get("batch_stats", {})}
-
-
 def create_train_state(model, model_config, tx, mesh, rules, rng):
   """Fresh state created directly in its sharded layout (never whole on one device).
 
   Returns (state, state_shardings).
   """
-  boxed = abstract_variables(model, model_config, rng)
-  var_shardings = variable_shardings(boxed, mesh, rules)
+  boxed = models.abstract_variables(model, model_config, rng)
+  var_shardings = sharding.variable_shardings(boxed, mesh, rules)
   abstract_params = nn.unbox(boxed)["params"]
   opt_shardings = optax.tree_map_params(
       tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_params), var_shardings["params"],
@@ -92,7 +75,7 @@ def create_train_state(model, model_config, tx, mesh, rules, rng):
 
   def init(r):
     variables = nn.unbox(model.init({"params": r, "dropout": r},
-                                    jnp.zeros(dummy_video(model_config).shape), train=False))
+                                    jnp.zeros(models.dummy_video(model_config).shape), train=False))
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
@@ -119,29 +102,41 @@ def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float
   return video, device_ops.mixed_targets(mixed, num_classes, smoothing)
 
 
-def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
-  """The jitted update: normalise on device, accumulate gradients over micro-batches, apply."""
+def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, teacher=None):
+  """The jitted update: normalise on device, accumulate gradients over micro-batches, apply.
+
+  `teacher`: a frozen model whose logits on the same (mixed) clips enter the loss
+  (config.distill); its variables are the step's last argument.
+  """
   data, num_classes = config.data, config.model.num_classes
   smoothing = float(config.train.get("label_smoothing", 0.0))
   mix = config.train.get("mix", ml_collections.ConfigDict({"kind": "none"}))
   micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
+  if teacher is not None:
+    weight = float(config.distill.weight)
+    temperature = float(config.distill.get("temperature", 1.0))
 
-  def micro_step(state: TrainState, batch_stats, micro, rng):
+  def micro_step(state: TrainState, batch_stats, micro, rng, teacher_variables):
     video = device_ops.normalize(micro["video"], data.mean, data.std)
     mix_rng, dropout_rng = jax.random.split(rng)
     video, targets = mix_batch(mix_rng, video, micro["label"], mix, num_classes, smoothing)
+    if teacher is not None:
+      teacher_logits = jax.lax.stop_gradient(teacher.apply(teacher_variables, video, train=False))
 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
                                     rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
       loss = losses.cross_entropy(logits, targets).mean()
+      if teacher is not None:
+        distill = losses.distillation(logits, teacher_logits, temperature).mean()
+        loss = (1.0 - weight) * loss + weight * distill
       return loss, (logits, updates.get("batch_stats", batch_stats))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     correct = losses.correct_topk(logits, micro["label"], 1).mean()
     return grads, batch_stats, loss, correct
 
-  def train_step(state: TrainState, batch: dict, rng: jax.Array):
+  def train_step(state: TrainState, batch: dict, rng: jax.Array, teacher_variables=None):
     rng = jax.random.fold_in(rng, state.step)
     # Micro-batch i takes examples i, i+n, i+2n, ...: every micro-batch is spread over all devices.
     micro_batches = jax.tree.map(
@@ -152,7 +147,7 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
       index, micro = inputs
       micro = jax.tree.map(micro_sharding, micro)
       grads, batch_stats, loss, correct = micro_step(state, batch_stats, micro,
-                                                     jax.random.fold_in(rng, index))
+                                                     jax.random.fold_in(rng, index), teacher_variables)
       grads_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grads_sum, grads)
       return (grads_sum, batch_stats, loss_sum + loss, correct_sum + correct), None
 
@@ -177,6 +172,66 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh):
 
 
 # ----------------------------------------------------------------------------- helpers
+def make_batch_stats_step(model, data_config):
+  """jitted (params, batch) -> this batch's BatchNorm statistics (mean, biased variance)."""
+  from vidtx.models import tsm  # pylint: disable=g-import-not-at-top  (the BatchNorm models)
+
+  def batch_stats(params, zero_stats, batch):
+    video = device_ops.normalize(batch["video"], data_config.mean, data_config.std)
+    _, updates = model.apply({"params": params, "batch_stats": zero_stats}, video, train=True,
+                             mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
+    # From zero running statistics one update leaves (1 - momentum) * the batch's.
+    return jax.tree.map(lambda s: s / (1.0 - tsm.BN_MOMENTUM), updates["batch_stats"])
+
+  return jax.jit(batch_stats)
+
+
+def precise_batch_stats(batch_stats_step, variables: dict, batches) -> dict:
+  """PaddleVideo's precise BN: the true average of the per-batch BatchNorm statistics of
+  `variables['params']` over `batches` (instead of the running average kept in training)."""
+  zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
+  total, count = zero, 0
+  for batch in batches:
+    total = jax.tree.map(jnp.add, total, batch_stats_step(variables["params"], zero, batch))
+    count += 1
+  if not count:
+    raise VidtxError("precise BN got no batches")
+  return jax.tree.map(lambda t: t / count, total)
+
+
+def load_teacher(config, mesh, label_names: list[str]):
+  """The frozen teacher of `config.distill.teacher` (a checkpoint): (model, variables).
+
+  Its model config comes from its checkpoint; it must take the student's clips and
+  predict the same classes in the same order.
+  """
+  path = config.distill.teacher
+  meta = ckpt.read_meta(path)
+  teacher_model = ml_collections.ConfigDict(meta["model"])
+  for key in ("num_frames", "image_size", "num_classes"):
+    if teacher_model.get(key) != config.model.get(key):
+      raise VidtxError(
+          f"distillation teacher {path} has model.{key}={teacher_model.get(key)!r} and the student "
+          f"{config.model.get(key)!r}: the teacher must see the student's clips and predict its classes")
+  ckpt.check_labels_match(meta.get("label_names", []), label_names, path, config.data.dir)
+  teacher_config = config.copy_and_resolve_references()
+  teacher_config.model = teacher_model
+  model, variables, _ = evaluate.restore_model(teacher_config, path, mesh)
+  return model, variables
+
+
+def swa_variables(state: TrainState) -> dict | None:
+  """The stochastic weight averaged variables, once SWA has averaged something; else None.
+
+  BatchNorm statistics are the current ones (recompute them for the averaged weights with
+  precise BN where the model has BatchNorm).
+  """
+  found = optim.swa_average(state.opt_state)
+  if found is None or int(found[0]) == 0:
+    return None
+  return {"params": found[1], "batch_stats": state.batch_stats}
+
+
 def steps_per_epoch(num_train_examples: int, global_batch: int) -> int:
   return max(1, num_train_examples // global_batch)
 
@@ -257,11 +312,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
-  abstract_params = nn.unbox(abstract_variables(model, config.model, init_rng))["params"]
-  tx = optim.make_optimizer(config.optim, abstract_params, schedule)
+  abstract_params = nn.unbox(models.abstract_variables(model, config.model, init_rng))["params"]
+  tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch)
   state, state_shardings = create_train_state(model, config.model, tx, mesh, rules, init_rng)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params))
-  say(f"model {config.model.name}: {num_params / 1e6:.2f}M parameters, compute dtype {config.model.dtype}")
+  _, forward_macs = flops.measure(model, config.model.num_frames, config.model.image_size)
+  flops_per_clip = flops.train_flops_per_clip(forward_macs.total())
+  peak = config.train.get("peak_flops_per_device") or flops.peak_flops(jax.devices()[0].device_kind)
+  say(f"model {config.model.name}: {num_params / 1e6:.2f}M parameters, "
+      f"{forward_macs.total() / 1e9:.4g} GMACs per clip forward, compute dtype {config.model.dtype}; "
+      + (f"MFU against {peak / 1e12:.0f} TFLOP/s per device" if peak else
+         "MFU not shown (peak FLOP/s of this device unknown: config.train.peak_flops_per_device)"))
 
   # ------------------------------------------------------------------- checkpoint: resume or init_from
   checkpoints = ckpt.Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 3))
@@ -291,10 +352,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       say(f"initialised from {config.init_from.path} ({config.init_from.format})")
 
   # ------------------------------------------------------------------- steps
-  train_step = jax.jit(make_train_step(model, tx, schedule, config, plan["accumulation_steps"], mesh),
-                       in_shardings=(state_shardings, None, None),
-                       out_shardings=(state_shardings, None), donate_argnums=(0,))
+  teacher, teacher_variables = None, None
+  if config.get("distill") and config.distill.get("teacher"):
+    teacher, teacher_variables = load_teacher(config, mesh, label_names)
+    say(f"distillation: teacher {config.distill.teacher} ({type(teacher).__name__}), weight "
+        f"{config.distill.weight}, temperature {config.distill.get('temperature', 1.0)}")
+  train_step = jax.jit(
+      make_train_step(model, tx, schedule, config, plan["accumulation_steps"], mesh, teacher),
+      in_shardings=(state_shardings, None, None, None),
+      out_shardings=(state_shardings, None), donate_argnums=(0,))
   eval_step = evaluate.make_eval_step(model, config.data, config.eval.get("averaging", "score"))
+
+  precise_bn = int(config.train.get("precise_bn_batches") or 0)
+  if precise_bn and jax.tree.leaves(state.batch_stats):
+    batch_stats_step = make_batch_stats_step(model, config.data)
+    say(f"precise BN: BatchNorm statistics recomputed from {precise_bn} training batches before "
+        "each validation")
+  else:
+    precise_bn = 0
+
+  def with_precise_batch_stats(variables) -> dict:
+    """`variables` with BatchNorm statistics averaged over fresh training micro-batches."""
+    micro_batch = plan["device_micro_batch"] * jax.device_count() // jax.process_count()
+    dataset = pipeline.make_train_dataset(  # its own stream: the training input is untouched
+        config.data, batch_size=micro_batch, seed=config.seed + 1,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    batches = itertools.islice(prefetched(dataset.as_numpy_iterator(), mesh), precise_bn)
+    stats = precise_batch_stats(batch_stats_step, variables, batches)
+    return dict(variables, batch_stats=jax.device_put(stats, state_shardings.batch_stats))
 
   def validate(variables) -> dict[str, float]:
     dataset = pipeline.make_eval_dataset(
@@ -310,7 +395,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       process_index=jax.process_index(), process_count=jax.process_count())
   batches = prefetched(dataset.as_numpy_iterator(), mesh)
   writer = writers.make_writer(workdir, is_main=is_main)
-  progress = writers.Progress(num_steps, start_step, plan["global_batch"])
+  progress = writers.Progress(num_steps, start_step, plan["global_batch"], flops_per_clip,
+                              peak * jax.device_count() if peak else None)
   pending: list[dict] = []  # device metrics of the steps since the last log
   last: dict[str, float] = {}
 
@@ -331,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       for step in range(start_step + 1, num_steps + 1):
         batch = next(batches)
-        state, metrics = train_step(state, batch, step_rng)
+        state, metrics = train_step(state, batch, step_rng, teacher_variables)
         pending.append(metrics)
         examples_done += plan["per_host"]
         log_now = step % config.train.log_every == 0 or step == num_steps
@@ -339,10 +425,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         save_now = step == num_steps or step % config.train.checkpoint_every == 0
         if log_now or val_now or save_now:
           scalars = {**flush_metrics(step), **progress.rate(step)}
+          if val_now and precise_bn:
+            state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
+          swa = swa_variables(state)
+          if swa is not None and val_now and precise_bn:
+            swa = with_precise_batch_stats(swa)
           if val_now:
             scalars.update(validate(state.variables))
             say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
                 f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}")
+            if swa is not None:
+              scalars.update({f"swa_{k}": v for k, v in validate(swa).items()})
+              say(f"validation of the SWA weights: top-1 {scalars['swa_val_top1']:.4f}, "
+                  f"top-5 {scalars['swa_val_top5']:.4f}")
           writer.write_scalars(step, scalars)
           last = scalars
           say(progress.line(step, scalars))
@@ -351,11 +446,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
           if val_now:
             checkpoints.save_best(step, state.variables, meta, scalars["val_top1"])
+          if swa is not None:
+            checkpoints.save_swa(step, swa, meta)
         if val_now or save_now:
           progress.restart()
   finally:
     checkpoints.wait()
     checkpoints.close()
     writer.flush()
-  say(f"done: {step} steps; checkpoints in {workdir}/checkpoints, best in {workdir}/best")
+  swa_note = f", SWA weights in {workdir}/swa" if checkpoints.swa is not None else ""
+  say(f"done: {step} steps; checkpoints in {workdir}/checkpoints, best in {workdir}/best{swa_note}")
   return last

@@ -8,6 +8,8 @@ import dataclasses
 import importlib
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from vidtx.errors import VidtxError
 
@@ -52,3 +54,16 @@ def build(model_config) -> nn.Module:
         f"config.model has keys that model {name!r} does not take: {unknown}; "
         f"its fields are {sorted(fields)}")
   return cls(**{k: _plain(v) for k, v in config.items()})
+
+
+def dummy_video(model_config, batch: int = 1) -> jax.ShapeDtypeStruct:
+  """The shape of a float video batch the model described by `model_config` takes."""
+  size = model_config.image_size
+  return jax.ShapeDtypeStruct((batch, model_config.num_frames, size, size, 3), jnp.float32)
+
+
+def abstract_variables(model: nn.Module, model_config, rng) -> dict:
+  """Shapes of the model's variables, still boxed with their logical axis names."""
+  return jax.eval_shape(
+      lambda r: model.init({"params": r, "dropout": r}, jnp.zeros(dummy_video(model_config).shape),
+                           train=False), rng)

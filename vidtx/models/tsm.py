@@ -27,6 +27,7 @@ import numpy as np
 from vidtx.models import vit
 
 # depth -> bottlenecks per stage; 26 is a small variant for smoke tests and CPU demos.
+BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch, as Paddle's BatchNorm
 STAGE_BLOCKS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 SHIFT_DIRECTIONS = ("paddle", "original")
 ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu}
@@ -83,7 +84,7 @@ class ConvBN(nn.Module):
             nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
             (None, None, "conv_in", "conv_out")))(x)
     x = nn.BatchNorm(
-        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+        use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5, dtype=self.dtype,
         param_dtype=jnp.float32, name="bn",
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)))(x)

@@ -428,7 +428,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           if val_now and precise_bn:
             state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
           swa = swa_variables(state)
-          if swa is not None and val_now and precise_bn:
+          if swa is not None and precise_bn and (val_now or save_now):
             swa = with_precise_batch_stats(swa)
           if val_now:
             scalars.update(validate(state.variables))

@@ -52,6 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
       precise_bn_batches=0,     # > 0: PaddleVideo's precise BN over this many batches before validating
       peak_flops_per_device=0.0,  # for MFU; 0: from the device kind (vidtx.flops.PEAK_BF16_FLOPS)
       mix=ml_collections.ConfigDict(dict(kind="none", mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5)),
+      # On the accelerator (dm-pix), one draw per clip; each applied with probability `prob`.
+      color_jitter=ml_collections.ConfigDict(dict(brightness=0.0, contrast=0.0, saturation=0.0,
+                                                  hue=0.0, prob=1.0)),
   ))
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.0,

@@ -31,6 +31,7 @@ def get_config(arg=None):
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=15,
                  log_every=50, val_every=2000, checkpoint_every=1000)
+  c.train.color_jitter.update(brightness=0.4, contrast=0.4, saturation=0.4)  # timm's ColorJitter(0.4)
   c.optim.update(name="sgd", lr=5e-3, momentum=0.9, nesterov=True, weight_decay=1e-4,
                  no_decay=["cls_token", "pos_embed"], no_decay_1d=True,
                  schedule="multistep", milestones_epochs=[11, 14], gamma=0.1)

@@ -193,6 +193,31 @@ def test_distillation_step_loss_is_the_teachers_kl(data_dir):
   np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
 
 
+def test_color_jitter_in_the_train_step(data_dir):
+  # On: the step sees other pixels (another loss). Off (all zero): the step is the plain one.
+  config = smoke_config(data_dir)
+  model = models.build(config.model)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  schedule = optim.make_schedule(config.optim, 10, 1)
+  abstract = nn.unbox(models.abstract_variables(model, config.model, jax.random.key(0)))["params"]
+  tx = optim.make_optimizer(config.optim, abstract, schedule)
+  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
+                                        jax.random.key(0))
+  batch = {"video": np.random.RandomState(0).randint(0, 255, (4, 8, 32, 32, 3)).astype(np.uint8),
+           "label": np.arange(4, dtype=np.int32)}
+  losses_by_jitter = []
+  for brightness in (0.0, 0.4):
+    config.train.color_jitter.update(brightness=brightness, saturation=brightness)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
+      step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh))
+      losses_by_jitter.append(float(step(state, batch, jax.random.key(1))[1]["loss"]))
+  del config.train["color_jitter"]
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
+    step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh))
+    plain = float(step(state, batch, jax.random.key(1))[1]["loss"])
+  assert losses_by_jitter[0] == plain != losses_by_jitter[1]
+
+
 def test_distilling_from_a_trained_checkpoint(trained, data_dir, tmp_path):
   _, teacher_workdir, _ = trained
   config = smoke_config(data_dir, num_steps=2, val_every=2, checkpoint_every=2)

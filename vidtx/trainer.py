@@ -103,7 +103,8 @@ def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float
 
 
 def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, teacher=None):
-  """The jitted update: normalise on device, accumulate gradients over micro-batches, apply.
+  """The jitted update: colour jitter and normalise on device, accumulate gradients over
+  micro-batches, apply.
 
   `teacher`: a frozen model whose logits on the same (mixed) clips enter the loss
   (config.distill); its variables are the step's last argument.
@@ -112,12 +113,17 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   smoothing = float(config.train.get("label_smoothing", 0.0))
   mix = config.train.get("mix", ml_collections.ConfigDict({"kind": "none"}))
   micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
+  jitter = {k: float(v) for k, v in (config.train.get("color_jitter") or {}).items()}
   if teacher is not None:
     weight = float(config.distill.weight)
     temperature = float(config.distill.get("temperature", 1.0))
 
   def micro_step(state: TrainState, batch_stats, micro, rng, teacher_variables):
-    video = device_ops.normalize(micro["video"], data.mean, data.std)
+    video = micro["video"]
+    if any(jitter.get(k) for k in ("brightness", "contrast", "saturation", "hue")):
+      # Its own key, so that switching it on leaves the mixing and dropout draws as they were.
+      video = device_ops.color_jitter(jax.random.fold_in(rng, 7), video, **jitter)
+    video = device_ops.normalize(video, data.mean, data.std)
     mix_rng, dropout_rng = jax.random.split(rng)
     video, targets = mix_batch(mix_rng, video, micro["label"], mix, num_classes, smoothing)
     if teacher is not None:

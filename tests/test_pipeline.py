@@ -135,9 +135,21 @@ def test_reading_sampled_frames_by_the_index_equals_reading_whole_records(
     np.testing.assert_array_equal(v1, v2)
 
 
+@pytest.mark.parametrize("process_index, process_count", [(0, 1), (1, 2), (2, 4)])
+def test_eval_by_the_index_equals_eval_by_whole_records(data_dir, process_index, process_count):
+  batches = [eval_batches(config(data_dir, read_sampled_frames=by_index), split="test",
+                          batch_size=3, num_clips=2, num_crops=3, process_index=process_index,
+                          process_count=process_count) for by_index in (True, False)]
+  assert len(batches[0]) == len(batches[1]) > 0
+  for a, b in zip(*batches):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
 def test_reading_by_the_index_needs_no_record(data_dir, monkeypatch):
   monkeypatch.setattr(pipeline._Share, "records", None)  # reading a record would fail now
   assert len(examples(pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0), 4)) == 4
+  assert eval_batches(config(data_dir), split="test", batch_size=4, num_clips=1, num_crops=1)
 
 
 def test_a_dataset_without_a_frame_index_reads_whole_records(tmp_path):

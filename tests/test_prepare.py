@@ -402,14 +402,21 @@ def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   finally:
     release.cancel()
   assert info["failed"] == 1
+  assert_only_that_video_lost(info, entries, hanging, out, video_timeout=3, monkeypatch=monkeypatch,
+                              reason="decoder hung: no progress for 3.5 s; killed")
+
+
+def assert_only_that_video_lost(info, entries, video, out, *, video_timeout, monkeypatch, reason):
+  """`video` is reported with `reason`, the other clips are in, the run is finished, a re-run
+  changes nothing, and the bytes are those of a run in which `video` simply fails."""
   report = open(os.path.join(out, prepare.REPORT_FILE)).read().splitlines()
-  assert report[2:] == [f"train\thang\t{hanging}\tdecoder hung: no progress for 3.5 s; killed"]
+  assert report[2:] == [f"train\thang\t{video}\t{reason}"]
   assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
   assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
   before = shard_bytes(out)
-  assert prepare_clips(entries, out, workers=2, video_timeout=3) == info
+  assert prepare_clips(entries, out, workers=2, video_timeout=video_timeout) == info
   assert shard_bytes(out) == before
-  assert same_bytes_as_if_it_failed(entries, hanging, out, monkeypatch)
+  assert same_bytes_as_if_it_failed(entries, video, out, monkeypatch)
 
 
 def test_the_watchdog_guards_a_single_shard_too(tmp_path, monkeypatch):
@@ -484,15 +491,9 @@ def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypat
     release.cancel()
     killer.join(timeout=60)
   assert len(killed) == 1 and info["failed"] == 1
-  report = open(os.path.join(out, prepare.REPORT_FILE)).read().splitlines()
-  assert report[2:] == [f"train\thang\t{hanging}\tthe worker decoding it died "
-                        "(killed by signal 9, SIGKILL: out of memory?)"]
-  assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
-  assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
-  before = shard_bytes(out)
-  assert prepare_clips(entries, out, workers=2, video_timeout=600) == info
-  assert shard_bytes(out) == before
-  assert same_bytes_as_if_it_failed(entries, hanging, out, monkeypatch)
+  assert_only_that_video_lost(
+      info, entries, hanging, out, video_timeout=600, monkeypatch=monkeypatch,
+      reason="the worker decoding it died (killed by signal 9, SIGKILL: out of memory?)")
 
 
 def test_a_worker_that_dies_on_no_video_stops_the_run(tmp_path, monkeypatch):

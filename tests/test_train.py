@@ -166,22 +166,32 @@ def test_train_step_same_loss_on_8_devices_as_on_1(data_dir, mesh_config):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6), params_8, params_1)
 
 
-def test_distillation_step_loss_is_the_teachers_kl(data_dir):
-  # weight 1: the loss is T^2 KL(teacher || student) on the same normalised clips, nothing else.
-  config = smoke_config(data_dir)
-  config.distill.update(weight=1.0, temperature=2.0)
+def one_device_state(config):
+  """(model, tx, schedule, mesh, fresh state) of `config` on one device."""
   model = models.build(config.model)
-  teacher_config = config.model.copy_and_resolve_references()
-  teacher_config.hidden_size = 16  # a different model: any that takes the clips will do
-  teacher = models.build(teacher_config)
-  batch = {"video": np.random.RandomState(0).randint(0, 255, (4, 8, 32, 32, 3)).astype(np.uint8),
-           "label": np.arange(4, dtype=np.int32)}
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   schedule = optim.make_schedule(config.optim, 10, 1)
   abstract = nn.unbox(models.abstract_variables(model, config.model, jax.random.key(0)))["params"]
   tx = optim.make_optimizer(config.optim, abstract, schedule)
   state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
                                         jax.random.key(0))
+  return model, tx, schedule, mesh, state
+
+
+def random_batch(size: int = 4) -> dict:
+  return {"video": np.random.RandomState(0).randint(0, 255, (size, 8, 32, 32, 3)).astype(np.uint8),
+          "label": np.arange(size, dtype=np.int32)}
+
+
+def test_distillation_step_loss_is_the_teachers_kl(data_dir):
+  # weight 1: the loss is T^2 KL(teacher || student) on the same normalised clips, nothing else.
+  config = smoke_config(data_dir)
+  config.distill.update(weight=1.0, temperature=2.0)
+  model, tx, schedule, mesh, state = one_device_state(config)
+  teacher_config = config.model.copy_and_resolve_references()
+  teacher_config.hidden_size = 16  # a different model: any that takes the clips will do
+  teacher = models.build(teacher_config)
+  batch = random_batch()
   teacher_variables = nn.unbox(teacher.init(jax.random.key(5), jnp.zeros((1, 8, 32, 32, 3)),
                                             train=False))
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
@@ -196,15 +206,8 @@ def test_distillation_step_loss_is_the_teachers_kl(data_dir):
 def test_color_jitter_in_the_train_step(data_dir):
   # On: the step sees other pixels (another loss). Off (all zero): the step is the plain one.
   config = smoke_config(data_dir)
-  model = models.build(config.model)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  schedule = optim.make_schedule(config.optim, 10, 1)
-  abstract = nn.unbox(models.abstract_variables(model, config.model, jax.random.key(0)))["params"]
-  tx = optim.make_optimizer(config.optim, abstract, schedule)
-  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
-                                        jax.random.key(0))
-  batch = {"video": np.random.RandomState(0).randint(0, 255, (4, 8, 32, 32, 3)).astype(np.uint8),
-           "label": np.arange(4, dtype=np.int32)}
+  model, tx, schedule, mesh, state = one_device_state(config)
+  batch = random_batch()
   losses_by_jitter = []
   for brightness in (0.0, 0.4):
     config.train.color_jitter.update(brightness=brightness, saturation=brightness)

@@ -1,4 +1,4 @@
-"""Where every JPEG frame lies in the shard files, so training reads only the sampled frames.
+"""Where every JPEG frame lies in the shard files, so the pipelines read only sampled frames.
 
 A record holds a whole video (a 10 s Kinetics clip at 256 pixels is about 16 MB),
 and a training clip uses 8 of its 300 frames: reading and parsing the record cost
@@ -13,9 +13,9 @@ sampled frames' bytes (`os.pread`), 30x fewer bytes from disk and page cache.
       shard_bytes int64    the shard's size when indexed (a rewritten shard is stale)
 
 `vidtx.data.prepare` writes the index with each shard; for a dataset made
-another way, `python -m vidtx.data.frame_index DIR` builds it. Training holds the
-index of its share of the shards in memory: 16 bytes per frame (all of Kinetics-400
-at its native frame rate, 72M frames, is 1.2 GB on one host).
+another way, `python -m vidtx.data.frame_index DIR` builds it. A pipeline holds the index
+of its host's share of the shards in memory: 16 bytes per frame (all of Kinetics-400 at
+its native frame rate, 72M frames, is 1.2 GB on one host).
 """
 from __future__ import annotations
 

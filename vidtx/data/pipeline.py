@@ -4,7 +4,7 @@ Order (DMVR): read serialized records → parse → sample frame indices and kee
 only those JPEGs → shuffle → decode them → crop / resize / flip (one geometry
 per clip) → uint8 → batch. Sampling before the shuffle keeps the buffer small
 (T JPEGs per example, not whole videos). Normalisation and mixing happen on the
-accelerator (`vidtx.data.device`). Training reads only the sampled JPEGs'
+accelerator (`vidtx.data.device`). Both pipelines read only the sampled JPEGs'
 bytes where the dataset has a frame index (`vidtx.data.frame_index`; written by
 `prepare`), instead of whole records: same clips, same order, a fraction of
 the CPU for long videos. `read_sampled_frames=False` reads whole records (for
@@ -102,7 +102,7 @@ def settings(data_config) -> Settings:
   MultiScaleCrop(256) before RandomCrop(224)), flip (True), fixed_ratio (False:
   Paddle Scale(fixed_ratio=True) squashes frames to 4:3 first), eval_short_side
   (256), shuffle_buffer (256), num_threads (None: tf.data's shared pool),
-  read_sampled_frames (True: training reads only the sampled frames where the
+  read_sampled_frames (True: read only the sampled frames where the
   dataset has a frame index).
   """
   get = data_config.get
@@ -276,15 +276,29 @@ def make_eval_dataset(data_config, *, split: str, batch_size: int, num_clips: in
   num_batches = -(-max(sh.num_examples for sh in shares) // batch_size)
   num_padding = num_batches * batch_size - share.num_examples
   parse = _parser(builder)
+  reader = _FrameReader.load(share.paths) if s.read_sampled_frames else None
 
-  def example(index, record):
+  def example(position, jpegs, label):
+    return {"video": _eval_views(jpegs, s, num_clips, num_crops), "label": label,
+            "mask": tf.constant(True), "index": tf.cast(position, tf.int32)}
+
+  def from_record(position, record):
     ex = parse(record)
-    return {"video": _eval_views(ex["video"], ex["fps"], s, num_clips, num_crops),
-            "label": tf.cast(ex["label"], tf.int32),
-            "mask": tf.constant(True),
-            "index": tf.cast(index, tf.int32)}
+    indices = _eval_indices(tf.shape(ex["video"])[0], ex["fps"], s, num_clips)
+    return example(position, tf.gather(ex["video"], indices), tf.cast(ex["label"], tf.int32))
 
-  ds = share.records().map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
+  def from_index(position, file, record):
+    video = reader.first_video[file] + record
+    indices = _eval_indices(tf.gather(reader.num_frames, video), tf.gather(reader.fps, video), s,
+                            num_clips)
+    jpegs = tf.numpy_function(reader.read, [file, record, indices], tf.string, stateful=False)
+    jpegs = tf.ensure_shape(jpegs, [num_clips * s.num_frames])
+    return example(position, jpegs, tf.gather(reader.label, video))
+
+  if reader is not None:
+    ds = share.videos().map(from_index, num_parallel_calls=AUTOTUNE, deterministic=True)
+  else:
+    ds = share.records().map(from_record, num_parallel_calls=AUTOTUNE, deterministic=True)
   views = num_clips * num_crops
   padding = {"video": tf.zeros([views, s.num_frames, s.image_size, s.image_size, 3], tf.uint8),
              "label": tf.constant(0, tf.int32), "mask": tf.constant(False),
@@ -308,7 +322,8 @@ def eval_views(jpeg_frames: Sequence[bytes], data_config, num_clips: int, num_cr
   if len(jpeg_frames) == 0:
     raise VidtxError("eval_views: the video has no frames")
   video = tf.constant(list(jpeg_frames), tf.string)
-  return _eval_views(video, tf.constant(fps, tf.float32), s, num_clips, num_crops).numpy()
+  indices = _eval_indices(tf.shape(video)[0], tf.constant(fps, tf.float32), s, num_clips)
+  return _eval_views(tf.gather(video, indices), s, num_clips, num_crops).numpy()
 
 
 # ---------------------------------------------------------------------------
@@ -504,11 +519,13 @@ def _augment_train_clip(jpegs: tf.Tensor, seed: tf.Tensor, s: Settings) -> tf.Te
   return tf.ensure_shape(clip, shape)
 
 
-def _eval_views(video: tf.Tensor, fps: tf.Tensor, s: Settings, num_clips: int,
-                num_crops: int) -> tf.Tensor:
-  """video: [L] JPEG strings → uint8 [clips * crops, T, image_size, image_size, 3]."""
-  indices = _indices(s, tf.shape(video)[0], fps, num_clips=num_clips)
-  jpegs = tf.gather(video, tf.reshape(indices, [-1]))
+def _eval_indices(length, fps, s: Settings, num_clips: int) -> tf.Tensor:
+  """The frame indices of a video's test clips, clip after clip: `[clips * T]`."""
+  return tf.reshape(_indices(s, length, fps, num_clips=num_clips), [-1])
+
+
+def _eval_views(jpegs: tf.Tensor, s: Settings, num_clips: int, num_crops: int) -> tf.Tensor:
+  """jpegs: the test clips' [clips * T] JPEG strings → uint8 [clips * crops, T, S, S, 3]."""
   frames = tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3)
                      for i in range(num_clips * s.num_frames)])
   height, width = _eval_resized_hw(tf.shape(frames)[1], tf.shape(frames)[2], s)

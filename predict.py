@@ -32,7 +32,7 @@ def main(argv):
   model, variables, meta = evaluate.restore_model(config, FLAGS.checkpoint, mesh)
   label_names = meta["label_names"]
   prepared = meta.get("prepared") or {}
-  averaging = config.eval.get("averaging", "score")
+  averaging = config.eval.averaging
   scores_fn = jax.jit(lambda v, x: evaluate.video_scores(model, v, x, config.data, averaging))
   failures = 0
   for path in videos:

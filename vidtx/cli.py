@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from vidtx import messages
 from vidtx.errors import VidtxError  # noqa: F401  (re-exported for the entry points)
 
 
@@ -25,10 +26,10 @@ def run(main) -> None:
     try:
       return main(argv)
     except VidtxError as e:
-      print(f"error: {e}", file=sys.stderr)
+      messages.error(str(e))
       sys.exit(1)
     except KeyboardInterrupt:
-      print("interrupted", file=sys.stderr)
+      messages.error("interrupted")
       sys.exit(130)
 
   app.run(wrapped, flags_parser=parse_flags)
@@ -41,11 +42,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     # Errors raised inside a config file arrive with their traceback in the message: keep its end.
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    print(f"error: {lines[0] if len(lines) == 1 else lines[-1]}", file=sys.stderr)
+    messages.error(lines[0] if len(lines) == 1 else lines[-1])
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
     key = str(e).strip("\"'")
     given = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
-    print(f"error: {given[0] if given else key}: the config has no key {key!r}", file=sys.stderr)
+    messages.error(f"{given[0] if given else key}: the config has no key {key!r}")
   sys.exit(1)
 
 

@@ -125,7 +125,7 @@ def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
   ckpt.check_labels_match(meta["label_names"], data_format.read_label_map(config.data.dir),
                           path, config.data.dir)
   clips, crops = config.data.test_clips, config.data.test_crops
-  averaging = config.eval.get("averaging", "score")
+  averaging = config.eval.averaging
   dataset = pipeline.make_eval_dataset(
       config.data, split=split, batch_size=per_host_batch(config.eval.batch_size),
       num_clips=clips, num_crops=crops, process_index=jax.process_index(),

@@ -20,7 +20,7 @@ from vidtx.errors import VidtxError
 
 def to_steps(section, name: str, steps_per_epoch: int, default=None) -> int | None:
   """Reads `<name>_steps` or `<name>_epochs` from a config section, in steps."""
-  steps, epochs = section.get(f"{name}_steps"), section.get(f"{name}_epochs")
+  steps, epochs = section[f"{name}_steps"], section[f"{name}_epochs"]
   if steps is not None and epochs is not None:
     raise VidtxError(f"give only one of {name}_steps and {name}_epochs")
   if steps is not None:
@@ -40,29 +40,29 @@ def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax
   `constant`: `lr`.
   """
   lr = float(optim_config.lr)
-  kind = optim_config.get("schedule", "constant")
+  kind = optim_config.schedule
   warmup = to_steps(optim_config, "warmup", steps_per_epoch, default=0)
   if kind == "constant":
     base = optax.constant_schedule(lr)
   elif kind == "warmup_cosine":
     return optax.warmup_cosine_decay_schedule(
-        init_value=float(optim_config.get("warmup_init_lr", 0.0)), peak_value=lr,
+        init_value=float(optim_config.warmup_init_lr), peak_value=lr,
         warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1),
-        end_value=float(optim_config.get("end_lr", 0.0)))
+        end_value=float(optim_config.end_lr))
   elif kind == "paddle_warmup_cosine":
     # PaddleVideo's CustomWarmupCosineDecay: one cosine over the whole run, starting at step 0;
     # the warmup ramps linearly up to the cosine's value where the warmup ends (no restart).
     cosine = optax.cosine_decay_schedule(lr, max(total_steps, 1), alpha=0.0)
     if not warmup:
       return cosine
-    ramp = optax.linear_schedule(float(optim_config.get("warmup_init_lr", 0.0)), cosine(warmup), warmup)
+    ramp = optax.linear_schedule(float(optim_config.warmup_init_lr), cosine(warmup), warmup)
     return lambda step: jnp.where(step < warmup, ramp(step), cosine(step))
   elif kind == "multistep":
-    if optim_config.get("milestones_epochs") is not None:
+    if optim_config.milestones_epochs is not None:
       milestones = [int(round(e * steps_per_epoch)) for e in optim_config.milestones_epochs]
     else:
-      milestones = [int(s) for s in optim_config.get("milestones_steps", ())]
-    gamma = float(optim_config.get("gamma", 0.1))
+      milestones = [int(s) for s in optim_config.milestones_steps or ()]
+    gamma = float(optim_config.gamma)
     base = optax.piecewise_constant_schedule(lr, {m: gamma for m in milestones})
   else:
     raise VidtxError(
@@ -70,7 +70,7 @@ def make_schedule(optim_config, total_steps: int, steps_per_epoch: int) -> optax
         "paddle_warmup_cosine or multistep")
   if not warmup:
     return base
-  warmup_fn = optax.linear_schedule(float(optim_config.get("warmup_init_lr", 0.0)), lr, warmup)
+  warmup_fn = optax.linear_schedule(float(optim_config.warmup_init_lr), lr, warmup)
   return optax.join_schedules([warmup_fn, base], [warmup])
 
 
@@ -82,8 +82,8 @@ def _path_tree(params) -> dict:
 
 def decay_mask(params, optim_config) -> object:
   """True where weight decay applies: not matching any `no_decay` regex (and not 1-D if asked)."""
-  patterns = [re.compile(p) for p in optim_config.get("no_decay", ())]
-  skip_1d = bool(optim_config.get("no_decay_1d", False))
+  patterns = [re.compile(p) for p in optim_config.no_decay]
+  skip_1d = bool(optim_config.no_decay_1d)
   paths = _path_tree(params)
   return jax.tree.map(
       lambda path, p: not (any(r.search(path) for r in patterns) or (skip_1d and p.ndim <= 1)),
@@ -92,7 +92,7 @@ def decay_mask(params, optim_config) -> object:
 
 def lr_multipliers(params, optim_config) -> object:
   """Per-parameter LR multiplier: the first matching `lr_mults` rule [regex, mult], else 1."""
-  rules = [(re.compile(p), float(m)) for p, m in optim_config.get("lr_mults", ())]
+  rules = [(re.compile(p), float(m)) for p, m in optim_config.lr_mults]
 
   def mult(path):
     return next((m for r, m in rules if r.search(path)), 1.0)
@@ -154,31 +154,27 @@ def swa_average(opt_state) -> tuple[jax.Array, Any] | None:
 def make_optimizer(optim_config, params, schedule: optax.Schedule,
                    steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """The optax chain for `config.optim` (`name`: sgd | adamw; `swa`: see `swa`)."""
-  name = optim_config.get("name", "sgd")
-  wd = float(optim_config.get("weight_decay", 0.0))
+  name = optim_config.name
+  wd = float(optim_config.weight_decay)
   mask = decay_mask(params, optim_config)
   parts = []
-  if optim_config.get("clip_grad_norm"):
+  if optim_config.clip_grad_norm:
     parts.append(optax.clip_by_global_norm(float(optim_config.clip_grad_norm)))
   if name == "sgd":
     if wd:  # coupled L2, as Paddle's `L2Decay` regularizer
       parts.append(optax.add_decayed_weights(wd, mask))
-    parts.append(optax.sgd(schedule, momentum=optim_config.get("momentum", 0.9) or None,
-                           nesterov=bool(optim_config.get("nesterov", False))))
+    parts.append(optax.sgd(schedule, momentum=optim_config.momentum or None,
+                           nesterov=bool(optim_config.nesterov)))
   elif name == "adamw":
-    parts.append(optax.adamw(schedule, b1=optim_config.get("b1", 0.9), b2=optim_config.get("b2", 0.999),
-                             eps=optim_config.get("eps", 1e-8), weight_decay=wd, mask=mask))
+    parts.append(optax.adamw(schedule, b1=optim_config.b1, b2=optim_config.b2,
+                             eps=optim_config.eps, weight_decay=wd, mask=mask))
   else:
     raise VidtxError(f"config.optim.name={name!r} is not an optimizer; use sgd or adamw")
-  if optim_config.get("lr_mults"):
+  if optim_config.lr_mults:
     parts.append(scale_by_tree(lr_multipliers(params, optim_config)))
-  swa_config = optim_config.get("swa") or {}
+  swa_config = optim_config.swa
   swa_start = to_steps(swa_config, "start", steps_per_epoch)
   if swa_start is not None:
     parts.append(swa(swa_start, to_steps(swa_config, "every", steps_per_epoch, default=1)))
   return optax.chain(*parts)
-
-
-def global_norm(tree) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 

@@ -22,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
 from vidtx import data as data_lib
-from vidtx import evaluate, flops, losses, models, optim, sharding
+from vidtx import evaluate, flops, losses, messages, models, optim, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -167,8 +167,8 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
     metrics = {
         "loss": loss / accumulation_steps,
         "train_top1": correct / accumulation_steps,
-        "grad_norm": optim.global_norm(grads),
-        "param_norm": optim.global_norm(params),
+        "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(params),
         "lr": schedule(state.step),
     }
     return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
@@ -284,7 +284,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
-  say = writers.console if is_main else (lambda _: None)
+  messages.set_enabled(is_main)
+  if is_main:
+    messages.log_to(os.path.join(workdir, "log.txt"))
+  say = messages.say
 
   # ------------------------------------------------------------------- data
   if config.data.get("name") == "synthetic":
@@ -367,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       make_train_step(model, tx, schedule, config, plan["accumulation_steps"], mesh, teacher),
       in_shardings=(state_shardings, None, None, None),
       out_shardings=(state_shardings, None), donate_argnums=(0,))
-  eval_step = evaluate.make_eval_step(model, config.data, config.eval.get("averaging", "score"))
+  eval_step = evaluate.make_eval_step(model, config.data, config.eval.averaging)
 
   precise_bn = int(config.train.get("precise_bn_batches") or 0)
   if precise_bn and jax.tree.leaves(state.batch_stats):

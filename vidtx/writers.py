@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
-from absl import logging
 from clu import metric_writers
+
+from vidtx import messages
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -57,15 +57,8 @@ def make_writer(workdir: str, *, is_main: bool) -> metric_writers.MetricWriter:
   try:
     writers.append(metric_writers.SummaryWriter(os.path.join(workdir, "tensorboard")))
   except ImportError:  # GPU images without TensorFlow: JSON lines only
-    logging.warning("TensorFlow is not installed: no TensorBoard summaries, metrics.jsonl only")
+    messages.warn("TensorFlow is not installed: no TensorBoard summaries, metrics.jsonl only")
   return metric_writers.MultiWriter(writers)
-
-
-def format_duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  h, rem = divmod(seconds, 3600)
-  m, s = divmod(rem, 60)
-  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 class Progress:
@@ -103,9 +96,5 @@ class Progress:
         value = fmt.format(scalars[key])
         parts.append(value if " " in fmt else f"{key} {value}")
     if "sec_per_step" in scalars:
-      parts.append("ETA " + format_duration(scalars["sec_per_step"] * (self.total_steps - step)))
+      parts.append("ETA " + messages.format_duration(scalars["sec_per_step"] * (self.total_steps - step)))
     return " | ".join(parts)
-
-
-def console(message: str) -> None:
-  print(message, file=sys.stdout, flush=True)

@@ -17,8 +17,11 @@ setuptools.setup(
         "ml-collections>=1.0",
         "clu>=0.0.12",
         "dm-pix>=0.4.3",
-        "einops>=0.8",
+        "absl-py>=2.0",
+        "etils[epath]>=1.5",
         "numpy>=1.26",
+        "scipy>=1.11",  # checkpoint conversion: PaddleVideo's linear zoom of position embeddings
+        "Pillow>=10",
         # Input pipeline only (the CPU build is enough: it never touches the accelerator).
         "tensorflow-cpu>=2.16",
         "tensorflow-datasets>=4.9.6",

@@ -167,8 +167,8 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
     metrics = {
         "loss": loss / accumulation_steps,
         "train_top1": correct / accumulation_steps,
-        "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(params),
+        "grad_norm": optax.tree.norm(grads),
+        "param_norm": optax.tree.norm(params),
         "lr": schedule(state.step),
     }
     return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,

@@ -1,0 +1,322 @@
+r"""Train-step speed: the real jitted train step of a config on synthetic device batches.
+
+  python -m vidtx.bench_step --config configs/videoswin_k400.py:variant=base --steps 20
+  python -m vidtx.bench_step --zoo --output zoo.json --markdown zoo.md      # every seed model
+  python -m vidtx.bench_step --zoo --smoke --steps 2                         # CPU dry run
+
+Imports no TensorFlow: batches are random uint8 clips made on the device, so the figures are
+the step alone (input pipeline: `python -m vidtx.data.bench`). Reports, per run: compile_s,
+step_time_s (median over --steps after --warmup, each step synced), clips_per_s, mfu (6 x
+forward MACs per clip, as vidtx.flops counts them, over the device's dense bf16 peak; null
+where the peak is unknown), peak_memory_bytes (device.memory_stats(), where the backend has
+it), the compiled memory analysis (arguments / outputs / temporaries, every backend), device
+kind and count, dtype, batch and the levers used.
+
+Levers are config overrides (`--levers off|best|both`); a lever whose key a config lacks is
+left out of that run, and the run records what it used.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vidtx import flops, messages, models, optim, sharding, trainer
+from vidtx.errors import VidtxError
+
+# Every seed model at its recipe input: (label, config module, argument).
+ZOO = (
+    ("TokShift-B 8x256", "tokshift_ucf101", ""),
+    ("TimeSformer-B 8x224", "timesformer_k400", ""),
+    ("TimeSformer-B space-only 8x224", "timesformer_k400", "attention=space_only"),
+    ("PP-TimeSformer-B 8x224", "pptimesformer_k400", "frames=8"),
+    ("PP-TimeSformer-B 16x224", "pptimesformer_k400", "frames=16"),
+    ("ViViT-B FE 32x224", "vivit_k400", ""),
+    ("Swin-T 32x224", "videoswin_k400", "variant=tiny"),
+    ("Swin-S 32x224", "videoswin_k400", "variant=small"),
+    ("Swin-B 32x224", "videoswin_k400", "variant=base"),
+    ("PP-TSM R50 8x224", "pptsm_k400", "depth=50"),
+    ("PP-TSM R101 8x224", "pptsm_k400", "depth=101"),
+)
+
+# Config overrides per lever set; keys a config does not have are skipped.
+LEVERS = {
+    "off": {"model.attention_impl": "xla", "train.remat": "none", "train.scan_blocks": False},
+    "best": {"model.attention_impl": "cudnn", "train.remat": "dots_saveable",
+             "train.scan_blocks": True},
+}
+GPU_ONLY_LEVERS = {"model.attention_impl": "cudnn"}  # values that need a GPU backend
+
+
+def load_config(module: str, arg: str = "") -> ml_collections.ConfigDict:
+  """configs/<module>.py's get_config(arg) (configs is an installed package)."""
+  try:
+    return importlib.import_module(f"configs.{module}").get_config(arg or None)
+  except ModuleNotFoundError:
+    raise VidtxError(f"no config configs/{module}.py") from None
+
+
+def apply_levers(config, levers: dict) -> dict:
+  """Sets the lever overrides the config has (in place); returns the ones applied."""
+  applied = {}
+  on_gpu = jax.default_backend() == "gpu"
+  for dotted, value in levers.items():
+    section, key = dotted.split(".")
+    if section not in config or key not in config[section]:
+      continue
+    if not on_gpu and GPU_ONLY_LEVERS.get(dotted) == value:
+      continue
+    config[section][key] = value
+    applied[dotted] = value
+  return applied
+
+
+def _levers_in_use(config) -> dict:
+  used = {"model.dtype": config.model.dtype}
+  for dotted in LEVERS["off"]:
+    section, key = dotted.split(".")
+    if key in config[section]:
+      used[dotted] = config[section][key]
+  return used
+
+
+def _is_oom(error: Exception) -> bool:
+  text = str(error)
+  return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
+
+
+def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int | None = None) -> dict:
+  """Times `config`'s train step (no gradient accumulation) on synthetic device batches."""
+  devices = jax.device_count()
+  if per_device_batch is None:
+    per_device = config.train.batch_size // devices
+    per_device_batch = max(1, min(per_device, config.train.device_batch_size or per_device))
+  global_batch = per_device_batch * devices
+  mesh = sharding.make_mesh(config.mesh)
+  model_config = config.model
+  model = models.build(model_config)
+  rng = jax.random.key(config.seed)
+  schedule = optim.make_schedule(config.optim, total_steps=1000, steps_per_epoch=100)
+  abstract = models.abstract_variables(model, model_config, rng)
+  tx = optim.make_optimizer(config.optim, _unboxed(abstract)["params"], schedule, 100)
+  state, state_shardings = trainer.create_train_state(model, model_config, tx, mesh,
+                                                      sharding.rules(config), rng)
+  step_fn = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh),
+                    in_shardings=(state_shardings, None, None, None),
+                    out_shardings=(state_shardings, None), donate_argnums=(0,))
+  frames, size = int(model_config.num_frames), int(model_config.image_size)
+  video_sharding = sharding.batch_sharding(mesh, 5)
+  batch = {
+      "video": jax.jit(lambda r: jax.random.randint(r, (global_batch, frames, size, size, 3), 0, 256,
+                                                    jnp.int32).astype(jnp.uint8),
+                       out_shardings=video_sharding)(rng),
+      "label": jax.device_put(np.arange(global_batch, dtype=np.int32) % model_config.num_classes,
+                              sharding.batch_sharding(mesh, 1)),
+  }
+  step_rng = jax.random.key(1)
+
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch, step_rng, None).compile()
+  compile_s = time.perf_counter() - start
+  times = []
+  for i in range(warmup + steps):
+    start = time.perf_counter()
+    state, metrics = compiled(state, batch, step_rng, None)
+    jax.block_until_ready(metrics["loss"])
+    if i >= warmup:
+      times.append(time.perf_counter() - start)
+  step_time = statistics.median(times)
+  loss = float(metrics["loss"])
+  if not np.isfinite(loss):
+    raise VidtxError(f"{model_config.name}: the benchmarked step gave loss {loss}")
+
+  params, forward_macs = flops.measure(model, frames, size)
+  peak = config.train.peak_flops_per_device or flops.peak_flops(jax.devices()[0].device_kind)
+  clips_per_s = global_batch / step_time
+  flops_per_clip = flops.train_flops_per_clip(forward_macs.total())
+  memory = compiled.memory_analysis()
+  stats = jax.devices()[0].memory_stats() or {}
+  return {
+      "model": model_config.name,
+      "input": f"{frames}x{size}",
+      "params": params,
+      "forward_gmacs": forward_macs.total() / 1e9,
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": devices,
+      "dtype": model_config.dtype,
+      "per_device_batch": per_device_batch,
+      "global_batch": global_batch,
+      "compile_s": compile_s,
+      "step_time_s": step_time,
+      "clips_per_s": clips_per_s,
+      "mfu": clips_per_s * flops_per_clip / (peak * devices) if peak else None,
+      "peak_memory_bytes": stats.get("peak_bytes_in_use"),
+      "compiled_memory": {
+          "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+          "output_bytes": getattr(memory, "output_size_in_bytes", None),
+          "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+          "alias_bytes": getattr(memory, "alias_size_in_bytes", None),
+      } if memory is not None else None,
+      "levers": _levers_in_use(config),
+      "loss": loss,
+  }
+
+
+def _unboxed(tree):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  return nn.unbox(tree)
+
+
+def largest_batch(config, start: int, limit: int, **kwargs) -> dict:
+  """Runs `measure` at per-device batch start, 2*start, ... until memory runs out or `limit`;
+  returns the result at the largest batch that fit."""
+  best, batch = None, start
+  while batch <= limit:
+    try:
+      best = measure(config, per_device_batch=batch, **kwargs)
+    except Exception as e:  # pylint: disable=broad-except  (XLA's OOM has no stable type)
+      if not _is_oom(e):
+        raise
+      break
+    batch *= 2
+  if best is None:
+    raise VidtxError(f"{config.model.name}: per-device batch {start} does not fit in memory")
+  return best
+
+
+def markdown_table(results: list[dict]) -> str:
+  head = ("| model | input | levers | batch/device | compile s | step s | clips/s | MFU | peak mem GiB |\n"
+          "|---|---|---|---|---|---|---|---|---|\n")
+  rows = []
+  for r in results:
+    if "error" in r:
+      rows.append(f"| {r['label']} | | {r.get('lever_set', '')} | | | | | | {r['error']} |")
+      continue
+    mem = "" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.1f}"
+    mfu = "" if r["mfu"] is None else f"{r['mfu']:.1%}"
+    levers = ", ".join(f"{k.split('.')[1]}={v}" for k, v in r["levers"].items())
+    rows.append(
+        f"| {r['label']} | {r['input']} | {levers} | {r['per_device_batch']} | {r['compile_s']:.1f} | "
+        f"{r['step_time_s']:.4f} | {r['clips_per_s']:.1f} | {mfu} | {mem} |")
+  return head + "\n".join(rows) + "\n"
+
+
+def zoo_entries(only: str = "") -> list[tuple[str, str, str]]:
+  """ZOO entries whose label contains one of the comma-separated pieces of `only`, in the
+  order of the pieces (so a time budget spends itself on the first ones); all when empty."""
+  if not only:
+    return list(ZOO)
+  pieces = [p.strip().lower() for p in only.split(",") if p.strip()]
+  rank = lambda label: min((i for i, p in enumerate(pieces) if p in label.lower()), default=None)
+  chosen = [entry for entry in ZOO if rank(entry[0]) is not None]
+  unknown = [p for p in pieces if not any(p in label.lower() for label, _, _ in ZOO)]
+  if unknown:
+    raise VidtxError(f"--only: no zoo model matches {unknown}; labels: {[e[0] for e in ZOO]}")
+  return sorted(chosen, key=lambda entry: rank(entry[0]))
+
+
+def run_zoo(*, smoke: bool, lever_sets: list[str], steps: int, warmup: int,
+            search_batch: bool, per_device_batch: int | None = None, only: str = "",
+            output: str = "", time_budget_s: float = 0.0) -> list[dict]:
+  """Every ZOO entry under every lever set; results are written after each run (a timeout
+  keeps what was measured)."""
+  results, start = [], time.perf_counter()
+  if smoke:
+    per_device_batch = None  # the smoke configs' own tiny batches
+  for label, module, arg in zoo_entries(only):
+    for lever_set in lever_sets:
+      if time_budget_s and time.perf_counter() - start > time_budget_s:
+        messages.warn(f"time budget of {time_budget_s:.0f}s spent: {label} ({lever_set}) not run")
+        continue
+      config = load_config(module, ",".join(filter(None, [arg, "smoke=True" if smoke else ""])))
+      apply_levers(config, LEVERS.get(lever_set, {}))
+      try:
+        if search_batch:
+          per_device = per_device_batch or max(1, config.train.device_batch_size or 1)
+          result = largest_batch(config, per_device, 1024, steps=steps, warmup=warmup)
+        else:
+          result = measure(config, steps=steps, warmup=warmup, per_device_batch=per_device_batch)
+      except Exception as e:  # pylint: disable=broad-except  (one model's failure is a row)
+        result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+      result.update(label=label, config=f"configs/{module}.py:{arg}", lever_set=lever_set)
+      results.append(result)
+      messages.say(summary_line(result))
+      if output:
+        _write_json(output, results)
+  return results
+
+
+def summary_line(r: dict) -> str:
+  if "error" in r:
+    return f"{r.get('label', r.get('model'))} [{r.get('lever_set', '')}]: failed: {r['error']}"
+  mfu = "MFU n/a" if r["mfu"] is None else f"MFU {r['mfu']:.1%}"
+  mem = "" if r["peak_memory_bytes"] is None else f", peak {r['peak_memory_bytes'] / 2**30:.1f} GiB"
+  return (f"{r.get('label', r['model'])} [{r.get('lever_set', 'as configured')}]: {r['input']}, "
+          f"batch {r['per_device_batch']}/device x {r['device_count']} {r['device_kind']}, "
+          f"{r['dtype']}: compile {r['compile_s']:.1f}s, step {r['step_time_s'] * 1e3:.1f} ms, "
+          f"{r['clips_per_s']:.1f} clips/s, {mfu}{mem}")
+
+
+def _write_json(path: str, results) -> None:
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1)
+
+
+def _main(argv) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vidtx import cli  # pylint: disable=g-import-not-at-top
+  del argv
+  f = flags.FLAGS
+  if f.zoo:
+    sets = ["off", "best"] if f.levers == "both" else [f.levers]
+    results = run_zoo(smoke=f.smoke, lever_sets=sets, steps=f.steps, warmup=f.warmup,
+                      search_batch=f.search_batch, per_device_batch=f.batch, only=f.only,
+                      output=f.output,
+                      time_budget_s=f.time_budget_s)
+  else:
+    cli.require(f, "config")
+    config = f.config
+    if f.levers != "as_configured":
+      if f.levers == "both":
+        raise cli.VidtxError("--levers=both needs --zoo; give off or best for one config")
+      apply_levers(config, LEVERS[f.levers])
+    results = [measure(config, steps=f.steps, warmup=f.warmup, per_device_batch=f.batch)]
+    results[0].update(label=config.model.name, lever_set=f.levers)
+    messages.say(summary_line(results[0]))
+  if f.output:
+    _write_json(f.output, results)
+  if f.markdown:
+    with open(f.markdown, "w") as out:
+      out.write(markdown_table(results))
+  if any("error" in r for r in results):
+    raise cli.VidtxError(f"{sum('error' in r for r in results)} of {len(results)} runs failed "
+                         "(see the lines above)")
+
+
+def main() -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from vidtx import cli  # pylint: disable=g-import-not-at-top
+  cli.define_config_flag()
+  flags.DEFINE_integer("steps", 10, "Timed steps (median reported).")
+  flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
+  flags.DEFINE_integer("batch", None, "Per-device batch (default: the config's micro-batch).")
+  flags.DEFINE_bool("zoo", False, "Every seed model at its recipe input.")
+  flags.DEFINE_bool("smoke", False, "With --zoo: the configs' smoke=True sizes (CPU dry run).")
+  flags.DEFINE_bool("search_batch", False, "With --zoo: double the per-device batch until memory runs out.")
+  flags.DEFINE_string("only", "", "With --zoo: comma-separated pieces of model labels to run.")
+  flags.DEFINE_enum("levers", "as_configured", ["as_configured", "off", "best", "both"],
+                    "Lever overrides (see LEVERS); --zoo defaults to as configured too.")
+  flags.DEFINE_float("time_budget_s", 0.0, "With --zoo: start no new run after this many seconds.")
+  flags.DEFINE_string("output", "", "JSON file for the results.")
+  flags.DEFINE_string("markdown", "", "Markdown table of the results.")
+  cli.run(_main)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,6 +1,5 @@
 """vidtx.convert: the safe .pdparams reader, Paddle <-> ours round trips, pretraining loaders."""
 import json
-import logging
 import os
 import pickle
 import struct
@@ -11,43 +10,33 @@ import ml_collections
 import numpy as np
 import pytest
 import scipy.ndimage
+from flax import traverse_util
 
-from vidtx import convert
+from vidtx import convert, models
 from vidtx.errors import VidtxError
+from vidtx.models import resize
 
-# Tiny models, one per family (and variant whose parameters differ).
-TINY = {
-    "tokshift": dict(name="tokshift", num_frames=2, image_size=32, patch_size=16, hidden_size=16,
-                     depth=1, num_heads=2),
-    "timesformer": dict(name="timesformer", num_frames=2, image_size=32, patch_size=16,
-                        hidden_size=16, depth=1, num_heads=2),
-    "pptimesformer": dict(name="timesformer", num_frames=2, image_size=32, patch_size=16,
-                          hidden_size=16, depth=1, num_heads=2, qkv_bias=False),
-    "timesformer_space_only": dict(name="timesformer", num_frames=2, image_size=32, patch_size=16,
-                                   hidden_size=16, depth=1, num_heads=2, attention_type="space_only"),
-    "vivit": dict(name="vivit", num_frames=4, image_size=32, patch_size=16, tubelet_size=2,
-                  hidden_size=16, depth=1, temporal_depth=1, num_heads=2),
-    "vivit_st": dict(name="vivit", model="spatio_temporal", num_frames=4, image_size=32,
-                     patch_size=16, tubelet_size=2, hidden_size=16, depth=1, num_heads=2),
-    "swin": dict(name="swin", num_frames=4, image_size=32, embed_dim=8, depths=(2, 1),
-                 num_heads=(1, 2), window_size=(2, 4, 4)),
-    "tsm": dict(name="tsm", num_frames=2, image_size=32, depth=26, width=8),
-}
+# Every registered family with each of its tiny test variants.
+VARIANTS = [(name, variant) for name in sorted(models.MODELS) for variant in models.get_family(name).tiny]
+# The width the name and pretraining tests below are written for: one block of width 16.
+SMALL_VIT = dict(hidden_size=16, depth=1, num_heads=2)
 
 
-def tiny(family: str, **overrides) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({"num_classes": 3, "dtype": "float32", **TINY[family], **overrides})
+def tiny(family: str, variant: str | None = None, **overrides) -> ml_collections.ConfigDict:
+  """Family `family`'s tiny test variant: 3 classes, float32."""
+  return ml_collections.ConfigDict(models.tiny_config(family, variant,
+                                                      **{"num_classes": 3, "dtype": "float32", **overrides}))
 
 
 def random_variables(config, seed=0) -> dict:
   rng = np.random.default_rng(seed)
   flat = {p: rng.normal(size=s).astype(np.float32) for p, s in convert.model_shapes(config).items()}
-  variables = convert.unflatten(flat)
+  variables = traverse_util.unflatten_dict(flat)
   return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
 
 
 def assert_same_tree(a, b):
-  fa, fb = convert.flatten(a), convert.flatten(b)
+  fa, fb = traverse_util.flatten_dict(a), traverse_util.flatten_dict(b)
   assert sorted(fa) == sorted(fb)
   for path in fa:
     np.testing.assert_array_equal(np.asarray(fa[path]), np.asarray(fb[path]), err_msg=str(path))
@@ -116,9 +105,9 @@ def test_distillation_checkpoint_keeps_the_student(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Paddle round trips
-@pytest.mark.parametrize("family", sorted(TINY))
-def test_round_trip_through_paddle_layout(family, tmp_path):
-  config = tiny(family)
+@pytest.mark.parametrize("family,variant", VARIANTS)
+def test_round_trip_through_paddle_layout(family, variant, tmp_path):
+  config = tiny(family, variant)
   variables = random_variables(config)
   state = convert.to_paddle(variables, config)
   assert all(k.startswith(("backbone.", "head.")) for k in state)
@@ -128,12 +117,14 @@ def test_round_trip_through_paddle_layout(family, tmp_path):
 
 
 def test_paddle_names_and_layouts():
-  vit = convert.to_paddle(random_variables(tiny("timesformer")), tiny("timesformer"))
+  small_vit = tiny("timesformer", **SMALL_VIT)
+  vit = convert.to_paddle(random_variables(small_vit), small_vit)
   assert vit["backbone.blocks.0.attn.qkv.weight"].shape == (16, 48)  # Linear [in, out]
   assert vit["backbone.patch_embed.proj.weight"].shape == (16, 3, 16, 16)  # Conv2D [out, in, kh, kw]
   assert vit["head.fc.weight"].shape == (16, 3)
   assert "backbone.blocks.0.temporal_fc.weight" in vit and "backbone.time_embed" in vit
-  swin = convert.to_paddle(random_variables(tiny("swin")), tiny("swin"))
+  small_swin = tiny("swin", embed_dim=8, depths=(2, 1), num_heads=(1, 2))
+  swin = convert.to_paddle(random_variables(small_swin), small_swin)
   assert swin["backbone.patch_embed.proj.weight"].shape == (8, 3, 2, 4, 4)  # Conv3D
   assert swin["backbone.layers.0.blocks.1.attn.relative_position_bias_table"].shape == (3 * 7 * 7, 1)
   assert swin["backbone.layers.0.blocks.0.attn.relative_position_index"].shape == (32, 32)
@@ -145,7 +136,7 @@ def test_paddle_names_and_layouts():
 
 
 def test_mismatched_checkpoint_lists_missing_unexpected_and_shapes():
-  config = tiny("timesformer")
+  config = tiny("timesformer", **SMALL_VIT)
   state = convert.to_paddle(random_variables(config), config)
   del state["backbone.blocks.0.norm2.bias"]
   state["backbone.blocks.7.attn.qkv.weight"] = np.zeros((16, 48), np.float32)
@@ -167,14 +158,13 @@ def test_swin_relative_position_index_is_checked():
     convert.from_paddle(state, config)
 
 
-def test_from_paddle_resizes_time_embed_and_logs(caplog):
+def test_from_paddle_resizes_time_embed_and_says_so(capsys):
   eight = tiny("timesformer", num_frames=4)
   state = convert.to_paddle(random_variables(eight), eight)
-  with caplog.at_level(logging.WARNING):
-    variables = convert.from_paddle(state, tiny("timesformer", num_frames=8))
+  variables = convert.from_paddle(state, tiny("timesformer", num_frames=8))
   np.testing.assert_array_equal(variables["params"]["time_embed"][0],
                                 state["backbone.time_embed"][0][[0, 0, 1, 1, 2, 2, 3, 3]])
-  assert "4 -> 8 frames" in caplog.text
+  assert "backbone.time_embed: resizing 4 -> 8 frames" in capsys.readouterr().out
 
 
 def test_experiment_config_is_accepted():
@@ -186,19 +176,19 @@ def test_experiment_config_is_accepted():
 # ----------------------------------------------------------------------------- resizing and inflation
 def test_inflation_average_and_central_frame():
   kernel = np.random.default_rng(0).normal(size=(4, 4, 3, 5)).astype(np.float32)
-  average = convert.inflate_kernel(kernel, 2, "average")
+  average = resize.inflate_kernel(kernel, 2, "average")
   assert average.shape == (2, 4, 4, 3, 5)
   np.testing.assert_allclose(average.sum(0), kernel, rtol=1e-6)  # a static clip gives the 2D response
-  central = convert.inflate_kernel(kernel, 3, "central_frame")
+  central = resize.inflate_kernel(kernel, 3, "central_frame")
   np.testing.assert_array_equal(central[1], kernel)
   assert not central[0].any() and not central[2].any()
   with pytest.raises(VidtxError, match="inflate"):
-    convert.inflate_kernel(kernel, 2, "mean")
+    resize.inflate_kernel(kernel, 2, "mean")
 
 
 def test_pos_embed_resize_keeps_cls_and_zooms_linearly():
   pos = np.random.default_rng(0).normal(size=(1, 1 + 16, 6)).astype(np.float32)
-  resized = convert.resize_pos_embed(pos, (6, 6))
+  resized = resize.resize_pos_embed(pos, (6, 6), "linear")
   assert resized.shape == (1, 37, 6)
   np.testing.assert_array_equal(resized[:, 0], pos[:, 0])
   grid = pos[0, 1:].reshape(4, 4, 6)
@@ -206,13 +196,13 @@ def test_pos_embed_resize_keeps_cls_and_zooms_linearly():
                              scipy.ndimage.zoom(grid, (1.5, 1.5, 1), order=1))
   np.testing.assert_array_equal(resized[0, 1:].reshape(6, 6, 6)[[0, -1]][:, [0, -1]],
                                 grid[[0, -1]][:, [0, -1]])  # corners are kept (align corners)
-  assert convert.resize_pos_embed(pos, (4, 4)) is pos
+  assert resize.resize_pos_embed(pos, (4, 4), "linear") is pos
 
 
 def test_time_embed_nearest():
   time = np.arange(8, dtype=np.float32).reshape(1, 8, 1)
-  assert convert.resize_time_embed(time, 16)[0, :, 0].tolist() == [i // 2 for i in range(16)]
-  assert convert.resize_time_embed(time, 4)[0, :, 0].tolist() == [0, 2, 4, 6]
+  assert resize.resize_time_embed(time, 16)[0, :, 0].tolist() == [i // 2 for i in range(16)]
+  assert resize.resize_time_embed(time, 4)[0, :, 0].tolist() == [0, 2, 4, 6]
 
 
 def test_bicubic_matches_paddle():
@@ -223,7 +213,7 @@ def test_bicubic_matches_paddle():
               [2.904, 3.316, 4.0, 4.684, 5.096],
               [4.956, 5.368, 6.052, 6.736, 7.148],
               [6.192, 6.604, 7.288, 7.972, 8.384]]
-  np.testing.assert_allclose(convert.resize_bicubic(x, (5, 5))[..., 0], expected, atol=1e-4)
+  np.testing.assert_allclose(resize.resize_bicubic(x, (5, 5))[..., 0], expected, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- pretraining loaders
@@ -261,9 +251,9 @@ def test_big_vision_npz_initialises_timesformer(tmp_path):
   npz = _big_vision_vit(rng)
   path = tmp_path / "vit.npz"
   np.savez(path, **npz)
-  config = tiny("timesformer", image_size=48)  # 3x3 grid from the checkpoint's 2x2
+  config = tiny("timesformer", image_size=48, **SMALL_VIT)  # 3x3 grid from the checkpoint's 2x2
   fresh = random_variables(config, seed=1)
-  params = convert.init_from(_init(path, "big_vision"), fresh)["params"]
+  params = convert.init_from(_init(path, "big_vision"), fresh, config)["params"]
   block = params["blocks_0"]
   p = "Transformer/encoderblock_0/MultiHeadDotProductAttention_1/"
   q, k, v = (npz[p + f"{n}/kernel"].reshape(16, 16) for n in ("query", "key", "value"))
@@ -279,7 +269,7 @@ def test_big_vision_npz_initialises_timesformer(tmp_path):
   np.testing.assert_array_equal(params["pos_embed"][:, 0], pos[:, 0])
   np.testing.assert_array_equal(params["cls_token"], npz["cls"])
   np.testing.assert_array_equal(params["head"]["fc"]["kernel"], fresh["params"]["head"]["fc"]["kernel"])
-  zeros = convert.init_from(_init(path, "big_vision", temporal_init="zeros"), fresh)["params"]
+  zeros = convert.init_from(_init(path, "big_vision", temporal_init="zeros"), fresh, config)["params"]
   assert not zeros["blocks_0"]["temporal_attn"]["qkv"]["kernel"].any()
 
 
@@ -333,7 +323,7 @@ def test_safetensors_reader(tmp_path):
 
 
 def test_timm_safetensors_initialises_tokshift(tmp_path):
-  config = tiny("tokshift")
+  config = tiny("tokshift", **SMALL_VIT)
   source = convert.to_paddle(random_variables(config, seed=3), config)
   timm = {k[len("backbone."):]: (v.T if k.endswith(".weight") and v.ndim == 2 else v)
           for k, v in source.items() if k.startswith("backbone.")}  # torch Linear is [out, in]
@@ -341,7 +331,7 @@ def test_timm_safetensors_initialises_tokshift(tmp_path):
   path = tmp_path / "vit.safetensors"
   _write_safetensors(path, timm)
   fresh = random_variables(config, seed=4)
-  params = convert.init_from(_init(path, "timm"), fresh)["params"]
+  params = convert.init_from(_init(path, "timm"), fresh, config)["params"]
   np.testing.assert_array_equal(params["blocks_0"]["mlp"]["fc1"]["kernel"],
                                 source["backbone.blocks.0.mlp.fc1.weight"])
   np.testing.assert_array_equal(params["pos_embed"], source["backbone.pos_embed"])
@@ -349,14 +339,14 @@ def test_timm_safetensors_initialises_tokshift(tmp_path):
 
 
 def test_paddleclas_vit_initialises_vivit(tmp_path):
-  image = tiny("tokshift")
+  image = tiny("tokshift", **SMALL_VIT)
   source = convert.to_paddle(random_variables(image, seed=5), image)
   paddleclas = {k[len("backbone."):]: v for k, v in source.items() if k.startswith("backbone.")}
   path = tmp_path / "vit.pdparams"
   convert.save_pdparams(paddleclas, str(path))
-  config = tiny("vivit")
+  config = tiny("vivit", **SMALL_VIT)
   fresh = random_variables(config, seed=6)
-  params = convert.init_from(_init(path, "paddleclas", inflate="central_frame"), fresh)["params"]
+  params = convert.init_from(_init(path, "paddleclas", inflate="central_frame"), fresh, config)["params"]
   kernel = params["patch_embed"]["proj"]["kernel"]  # [2, 16, 16, 3, D]
   np.testing.assert_array_equal(kernel[1], np.transpose(paddleclas["patch_embed.proj.weight"], (2, 3, 1, 0)))
   assert not kernel[0].any()
@@ -384,7 +374,7 @@ def test_paddleclas_swin_2d_is_inflated(tmp_path):
     swin2d[k] = v
   path = tmp_path / "swin2d.pdparams"
   convert.save_pdparams(swin2d, str(path))
-  params = convert.init_from(_init(path, "paddleclas"), random_variables(config, seed=9))["params"]
+  params = convert.init_from(_init(path, "paddleclas"), random_variables(config, seed=9), config)["params"]
   kernel = params["patch_embed"]["proj"]["kernel"]
   np.testing.assert_allclose(kernel[0], np.transpose(swin2d["patch_embed.proj.weight"], (2, 3, 1, 0)) / 2)
   np.testing.assert_array_equal(kernel[0], kernel[1])
@@ -401,7 +391,7 @@ def test_paddleclas_resnet_initialises_tsm_batch_stats(tmp_path):
   path = tmp_path / "resnet.pdparams"
   convert.save_pdparams(resnet, str(path))
   fresh = random_variables(config, seed=11)
-  variables = convert.init_from(_init(path, "paddleclas"), fresh)
+  variables = convert.init_from(_init(path, "paddleclas"), fresh, config)
   np.testing.assert_array_equal(variables["batch_stats"]["bb_1_0"]["short"]["bn"]["var"],
                                 resnet["bb_1_0.short._batch_norm._variance"])
   np.testing.assert_array_equal(variables["params"]["conv1_2"]["conv"]["kernel"],
@@ -415,7 +405,7 @@ def test_paddle_video_checkpoint_for_fine_tuning_drops_a_different_head(tmp_path
   path = str(tmp_path / "k400.pdparams")
   convert.save_pdparams(convert.to_paddle(random_variables(k400, seed=12), k400), path)
   fresh = random_variables(tiny("timesformer"), seed=13)
-  params = convert.init_from(_init(path, "paddle"), fresh)["params"]
+  params = convert.init_from(_init(path, "paddle"), fresh, tiny("timesformer"))["params"]
   np.testing.assert_array_equal(params["head"]["fc"]["kernel"], fresh["params"]["head"]["fc"]["kernel"])
   assert not np.array_equal(params["cls_token"], fresh["params"]["cls_token"])
 
@@ -423,16 +413,19 @@ def test_paddle_video_checkpoint_for_fine_tuning_drops_a_different_head(tmp_path
 def test_init_from_errors(tmp_path):
   path = tmp_path / "other.pdparams"
   convert.save_pdparams({"something.else": np.zeros(3, np.float32)}, str(path))
-  fresh = random_variables(tiny("tokshift"))
+  config = tiny("tokshift", **SMALL_VIT)
+  fresh = random_variables(config)
   with pytest.raises(VidtxError, match="no entry matches"):
-    convert.init_from(_init(path, "paddleclas"), fresh)
+    convert.init_from(_init(path, "paddleclas"), fresh, config)
   with pytest.raises(VidtxError, match="format"):
-    convert.init_from(_init(path, "onnx"), fresh)
-  wide = tiny("tokshift", hidden_size=32, num_heads=2)
+    convert.init_from(_init(path, "onnx"), fresh, config)
+  with pytest.raises(VidtxError, match="options: unknown"):
+    convert.init_from(_init(path, "paddleclas", window_size=(2, 4, 4)), fresh, config)
+  wide = tiny("tokshift", **dict(SMALL_VIT, hidden_size=32))
   convert.save_pdparams({k[9:]: v for k, v in convert.to_paddle(random_variables(wide), wide).items()
                          if k.startswith("backbone.")}, str(path))
   with pytest.raises(VidtxError, match="shape mismatches"):
-    convert.init_from(_init(path, "paddleclas"), fresh)
+    convert.init_from(_init(path, "paddleclas"), fresh, config)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -468,5 +461,5 @@ def test_paddle_video_swin_checkpoint_initialises_as_is(tmp_path):
   source = random_variables(config, seed=14)
   path = str(tmp_path / "swin3d.pdparams")
   convert.save_pdparams(convert.to_paddle(source, config), path)
-  params = convert.init_from(_init(path, "paddle"), random_variables(config, seed=15))["params"]
+  params = convert.init_from(_init(path, "paddle"), random_variables(config, seed=15), config)["params"]
   assert_same_tree(params, source["params"])

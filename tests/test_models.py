@@ -3,40 +3,33 @@
 CPU, tiny shapes. Expected values come from hand-written examples or brute-force loops,
 never from the code under test.
 """
+import dataclasses
 import itertools
 import math
+import os
+import subprocess
+import sys
 import textwrap
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from vidtx import flops, models
-from vidtx.models import swin, timesformer, tokshift, tsm, vit
+from vidtx import checkpoint, convert, flops, models, sharding
+from vidtx.errors import VidtxError
+from vidtx.models import resize, swin, timesformer, tokshift, tsm, vit
 
-VIT_TINY = dict(num_classes=5, num_frames=4, image_size=32, patch_size=16, hidden_size=32,
-                depth=2, num_heads=4)
-TINY = {
-    "tokshift": dict(name="tokshift", **VIT_TINY),
-    "tokshift_noshift": dict(name="tokshift", shift=False, **VIT_TINY),
-    "timesformer_divided": dict(name="timesformer", **VIT_TINY),
-    "timesformer_space_only": dict(name="timesformer", attention_type="space_only", **VIT_TINY),
-    "timesformer_joint": dict(name="timesformer", attention_type="joint_space_time", **VIT_TINY),
-    "pptimesformer": dict(name="timesformer", qkv_bias=False, **VIT_TINY),
-    "vivit_fe": dict(name="vivit", temporal_depth=1, **VIT_TINY),
-    "vivit_fe_mean": dict(name="vivit", temporal_depth=1, frame_repr="mean", **VIT_TINY),
-    "vivit_st": dict(name="vivit", model="spatio_temporal", **VIT_TINY),
-    "swin": dict(name="swin", num_classes=5, num_frames=4, image_size=32, embed_dim=16,
-                 depths=(2, 2), num_heads=(2, 4), window_size=(2, 4, 4)),
-    "tsm": dict(name="tsm", num_classes=5, num_frames=4, image_size=32, depth=26, width=8),
-    "tsm_original_relu": dict(name="tsm", num_classes=5, num_frames=4, image_size=32, depth=26,
-                              width=8, shift_direction="original", activation="relu"),
-}
-FAMILIES = ["tokshift", "timesformer_divided", "vivit_fe", "swin", "tsm"]
-RULES = (("act_batch", ("data", "fsdp")), ("act_mlp", "tensor"), ("act_heads", "tensor"),
-         ("embed", "fsdp"), ("conv_out", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Every registered family with each of its tiny test variants.
+VARIANTS = [(name, variant) for name in sorted(models.MODELS) for variant in models.get_family(name).tiny]
+
+
+def tiny(name, variant=None, **overrides):
+  """Family `name`'s tiny test variant with 5 classes."""
+  return models.tiny_config(name, variant, **{"num_classes": 5, **overrides})
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,13 +65,14 @@ def forward(model, variables, clip, **kw):
 
 # ----------------------------------------------------------------------------- every model
 
-@pytest.mark.parametrize("variant", sorted(TINY))
-def test_output_shape_and_axis_names(variant):
-  model = models.build(TINY[variant])
-  clip = jax.ShapeDtypeStruct((2, 4, 32, 32, 3), jnp.float32)
-  boxed = jax.eval_shape(lambda v: model.init(jax.random.key(0), v, train=False), clip)
+@pytest.mark.parametrize("name,variant", VARIANTS)
+def test_output_shape_and_axis_names(name, variant):
+  config = tiny(name, variant)
+  model = models.build(config)
+  clip = models.dummy_video(config, batch=2)
+  boxed = models.abstract_variables(model, config)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
-  with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):  # constraints must match activation ranks
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.default_rules(name)):  # constraints must match activation ranks
     apply = lambda var, v: model.apply(var, v, train=False)
     out = jax.eval_shape(apply, boxed, clip)
     assert "sharding_constraint" in str(jax.make_jaxpr(apply)(boxed, clip))
@@ -89,12 +83,13 @@ def test_output_shape_and_axis_names(variant):
     assert len(leaf.names) == leaf.value.ndim, jax.tree_util.keystr(path)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_bf16_compute_float32_params_and_drop_path_only_in_training(family):
-  config = dict(TINY[family], dtype="bfloat16")
-  config.update({"dropout_rate": 0.5} if family == "tsm" else {"drop_path_rate": 0.5})
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_bf16_compute_float32_params_and_drop_path_only_in_training(name):
+  fields = {f.name for f in dataclasses.fields(models.model_class(name))}
+  rate = "drop_path_rate" if "drop_path_rate" in fields else "dropout_rate"
+  config = tiny(name, dtype="bfloat16", **{rate: 0.5})
   model = models.build(config)
-  clip = video()
+  clip = video(frames=config["num_frames"], size=config["image_size"])
   variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip)
   assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(variables))} == {jnp.dtype("float32")}
   apply = lambda var, v: model.apply(var, v, train=False)
@@ -112,6 +107,51 @@ def test_bf16_compute_float32_params_and_drop_path_only_in_training(family):
                                                   mutable=["batch_stats"])[0])
   a, b = train(variables, clip, jax.random.key(1)), train(variables, clip, jax.random.key(2))
   assert not np.allclose(a, b)  # stochastic depth / dropout active in training
+
+
+def test_registry_collects_each_familys_declaration():
+  for name in models.MODELS:
+    family = models.get_family(name)
+    assert isinstance(family, models.Family) and issubclass(family.module, nn.Module)
+    assert family.tiny, name
+    model = models.build(tiny(name))
+    assert models.family_of(model) is family and models.model_class(name) is family.module
+    for field in family.non_structural:   # every declared key is a field of some family's module
+      assert any(hasattr(models.get_family(n).module, field) for n in models.MODELS), (name, field)
+  with pytest.raises(VidtxError, match="not a model"):
+    models.get_family("no_such_model")
+
+
+def _changed(value):
+  """Another value of a run-time key's type (dtype names swap; rates grow)."""
+  if value in ("bfloat16", "float32"):
+    return "float32" if value == "bfloat16" else "bfloat16"
+  return value + 0.25
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_run_time_keys_keep_the_parameters_and_the_checkpoint(name):
+  """A family's non-structural keys change no parameter, and overriding them (e.g. Swin's
+  head_dropout_rate at eval) still finds the checkpoint belongs to the model."""
+  saved = ml_collections.ConfigDict(tiny(name))
+  model = models.build(saved)
+  keys = [k for k in models.get_family(name).non_structural
+          if hasattr(model, k) and k != "attention_impl"]   # cudnn does not trace on a CPU
+  assert "dtype" in keys
+  ours = ml_collections.ConfigDict(saved.to_dict())
+  for key in keys:
+    ours[key] = _changed(getattr(model, key))
+  assert convert.model_shapes(ours) == convert.model_shapes(saved)
+  checkpoint.check_model_matches({"model": saved.to_dict()}, ours, "ckpt")
+  ours.num_classes = 6
+  with pytest.raises(VidtxError, match="another model: config.model.num_classes"):
+    checkpoint.check_model_matches({"model": saved.to_dict()}, ours, "ckpt")
+
+
+def test_swin_head_dropout_rate_is_not_structural():
+  saved = ml_collections.ConfigDict(tiny("swin"))
+  ours = ml_collections.ConfigDict(dict(saved.to_dict(), head_dropout_rate=0.0))
+  checkpoint.check_model_matches({"model": saved.to_dict()}, ours, "ckpt")
 
 
 def _all_eqns(jaxpr):
@@ -152,7 +192,7 @@ def test_tokshift_without_shift_ignores_frame_order():
   clip = video()
   perm = clip[:, ::-1]
   for shift, invariant in ((False, True), (True, False)):
-    model = models.build(dict(TINY["tokshift"], shift=shift, dtype="float32"))
+    model = models.build(tiny("tokshift", shift=shift, dtype="float32"))
     variables = random_variables(model, clip)
     same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
     assert same == invariant, f"shift={shift}"
@@ -191,10 +231,10 @@ def test_divided_block_equals_explicit_per_frame_computation():
 
 
 def test_temporal_fc_zero_init_makes_temporal_branch_inert():
-  model = models.build(dict(TINY["timesformer_divided"], dtype="float32"))
+  model = models.build(tiny("timesformer", "divided", dtype="float32"))
   clip = video()
   variables = nn.meta.unbox(jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip))
-  for i in range(VIT_TINY["depth"]):
+  for i in range(vit.TINY["depth"]):
     fc = variables["params"][f"blocks_{i}"]["temporal_fc"]
     assert not np.any(fc["kernel"]) and not np.any(fc["bias"])
   perturbed = jax.tree_util.tree_map_with_path(
@@ -205,8 +245,8 @@ def test_temporal_fc_zero_init_makes_temporal_branch_inert():
 def test_space_only_ignores_frame_order_divided_does_not():
   clip = video()
   perm = clip[:, jnp.array([2, 0, 3, 1])]
-  for variant, invariant in (("timesformer_space_only", True), ("timesformer_divided", False)):
-    model = models.build(dict(TINY[variant], dtype="float32"))
+  for variant, invariant in (("space_only", True), ("divided", False)):
+    model = models.build(tiny("timesformer", variant, dtype="float32"))
     variables = random_variables(model, clip)
     same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
     assert same == invariant, variant
@@ -214,13 +254,26 @@ def test_space_only_ignores_frame_order_divided_does_not():
 
 def test_time_embed_nearest_resize():
   emb = jnp.arange(4.0).reshape(1, 4, 1)
-  np.testing.assert_array_equal(vit.resize_time_embed(emb, 8)[0, :, 0], [0, 0, 1, 1, 2, 2, 3, 3])
-  np.testing.assert_array_equal(vit.resize_time_embed(emb, 2)[0, :, 0], [0, 2])
-  model = models.build(TINY["timesformer_divided"])   # num_frames=4, clip of 8 frames
+  np.testing.assert_array_equal(resize.resize_time_embed(emb, 8)[0, :, 0], [0, 0, 1, 1, 2, 2, 3, 3])
+  np.testing.assert_array_equal(resize.resize_time_embed(emb, 2)[0, :, 0], [0, 2])
+  model = models.build(tiny("timesformer", "divided"))   # num_frames=4, clip of 8 frames
   clip = jax.ShapeDtypeStruct((1, 8, 32, 32, 3), jnp.float32)
   out = jax.eval_shape(lambda v: model.apply(model.init(jax.random.key(0), v, train=False), v,
                                              train=False), clip)
   assert out.shape == (1, 5)
+
+
+def test_nearest_resize_is_paddles_float32_index_on_numpy_and_jax():
+  # Paddle / torch: index = int(float32(src / dst) * i); exact arithmetic would give 1 at i=41.
+  assert resize.nearest_indices(2, 82)[41] == int(np.float32(2 / 82) * np.float32(41)) == 0
+  pos = np.random.default_rng(0).normal(size=(1, 1 + 9, 4)).astype(np.float32)
+  on_numpy = resize.resize_pos_embed(pos, (5, 4))
+  on_jax = jax.jit(lambda p: resize.resize_pos_embed(p, (5, 4)))(jnp.asarray(pos))
+  np.testing.assert_array_equal(on_numpy, on_jax)
+  grid = pos[0, 1:].reshape(3, 3, 4)
+  expected = grid[[0, 0, 1, 1, 2]][:, [0, 0, 1, 2]]    # floor(i * 3/5), floor(j * 3/4)
+  np.testing.assert_array_equal(on_numpy[0, 1:].reshape(5, 4, 4), expected)
+  np.testing.assert_array_equal(on_numpy[:, 0], pos[:, 0])
 
 
 # ----------------------------------------------------------------------------- TSM
@@ -352,7 +405,7 @@ def test_mask_has_27_regions_and_window_clipping():
 
 
 def test_swin_runs_on_sizes_that_need_padding():
-  model = models.build(TINY["swin"])
+  model = models.build(tiny("swin"))
   clip = jax.ShapeDtypeStruct((1, 3, 28, 20, 3), jnp.float32)   # pads time to 4, tokens 7x5
   out = jax.eval_shape(lambda v: model.apply(model.init(jax.random.key(0), v, train=False), v,
                                              train=False), clip)
@@ -361,15 +414,15 @@ def test_swin_runs_on_sizes_that_need_padding():
 
 # ----------------------------------------------------------------------------- counts
 
-@pytest.mark.parametrize("entry", [e for e in flops.PUBLISHED if e["params"] or e["gmacs"]],
-                         ids=lambda e: e["label"])
-def test_full_size_params_and_macs_match_published(entry):
-  cfg = entry["model"]
+@pytest.mark.parametrize("name,entry", [(n, e) for n, e in flops.published() if e.params or e.gmacs],
+                         ids=lambda x: getattr(x, "label", x))
+def test_full_size_params_and_macs_match_published(name, entry):
+  cfg = dict(entry.model, name=name)
   params, macs = flops.measure(models.build(cfg), cfg["num_frames"], cfg["image_size"])
-  if entry["params"]:
-    assert abs(params - entry["params"]) / entry["params"] < 0.015, params
-  if entry["gmacs"]:
-    assert abs(macs.total() / 1e9 - entry["gmacs"]) / entry["gmacs"] < 0.08, macs
+  if entry.params:
+    assert abs(params - entry.params) / entry.params < 0.015, params
+  if entry.gmacs:
+    assert abs(macs.total() / 1e9 - entry.gmacs) / entry.gmacs < 0.08, macs
 
 
 def test_count_macs_dense_conv_and_nested():
@@ -401,21 +454,23 @@ def test_peak_flops_by_device_kind(kind, peak):
   assert flops.peak_flops(kind) == peak
 
 
-def test_flops_cli_reads_a_config_file(tmp_path, capsys):
+def test_flops_cli_reads_a_config_file_with_overrides(tmp_path):
   path = tmp_path / "tiny.py"
   path.write_text(textwrap.dedent(f"""
       import ml_collections
       def get_config(arg=None):
         config = ml_collections.ConfigDict()
-        config.model = ml_collections.ConfigDict({TINY['tokshift']!r})
+        config.model = ml_collections.ConfigDict({tiny('tokshift')!r})
         config.model.depth = 1 if arg == 'depth=1' else 2
         return config
       """))
-  assert flops.main(["--config", f"{path}:depth=1"]) == 0
-  out = capsys.readouterr().out
-  model = models.build(dict(TINY["tokshift"], depth=1))
+  run = subprocess.run([sys.executable, "-m", "vidtx.flops", f"--config={path}:depth=1",
+                        "--config.model.hidden_size=16"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert run.returncode == 0, run.stderr
+  model = models.build(tiny("tokshift", depth=1, hidden_size=16))
   params, _ = flops.measure(model, 4, 32)
-  assert f"params {params:,}" in out and "GMACs" in out
+  assert f"params {params:,}" in run.stdout and "GMACs" in run.stdout
 
 
 @pytest.mark.parametrize("variant,off", [
@@ -427,7 +482,7 @@ def test_vivit_without_temporal_parts_ignores_frame_order(variant, off):
   perm = clip[:, ::-1]
   for temporal, invariant in ((False, True), (True, False)):
     overrides = dict(model=variant) if temporal else dict(model=variant, **off)
-    model = models.build(dict(TINY["vivit_fe"], dtype="float32", **overrides))
+    model = models.build(tiny("vivit", "factorised", dtype="float32", **overrides))
     variables = random_variables(model, clip)
     same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
     assert same == invariant, f"temporal={temporal}"

@@ -18,10 +18,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from vidtx import models
 from vidtx.errors import VidtxError
-
-# Model-config keys that do not change the parameters (a checkpoint still fits without them).
-NON_STRUCTURAL_MODEL_KEYS = ("dtype", "drop_path_rate", "dropout_rate", "attention_impl")
 
 
 def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = False,
@@ -152,8 +150,9 @@ def check_model_matches(meta: dict, model_config, where: str) -> None:
   """Raises a VidtxError naming the first difference between a checkpoint's model and ours."""
   saved = _normalised(meta.get("model", {}))
   ours = _normalised(model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config))
+  non_structural = models.get_family(ours["name"]).non_structural  # keys that make no other model
   for key in sorted(set(saved) | set(ours)):
-    if key in NON_STRUCTURAL_MODEL_KEYS:
+    if key in non_structural:
       continue
     if saved.get(key) != ours.get(key):
       raise VidtxError(

@@ -15,18 +15,19 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vidtx import models
 from vidtx.errors import VidtxError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
-# Default logical -> mesh rules: batch over data and fsdp, parameters' embed dim over fsdp,
-# MLP hidden and heads over tensor. Names without a rule are replicated.
+# Default logical -> mesh rules for the names every family shares (vidtx.models.vit): batch over
+# data and fsdp, parameters' embed dim over fsdp, MLP hidden and heads over tensor. A family adds
+# rules for its own names (Family.axis_rules). Names without a rule are replicated.
 DEFAULT_RULES = (
     ("act_batch", ("data", "fsdp")),
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
     ("embed", "fsdp"),
-    ("conv_out", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
 )
@@ -55,11 +56,17 @@ def make_mesh(mesh_config, devices: Sequence[jax.Device] | None = None) -> Mesh:
   return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
 
 
+def default_rules(model_name: str) -> tuple[tuple[str, object], ...]:
+  """DEFAULT_RULES plus the rules of model family `model_name` for its own logical names."""
+  return DEFAULT_RULES + tuple(models.get_family(model_name).axis_rules)
+
+
 def rules(config) -> tuple[tuple[str, object], ...]:
-  """Logical axis rules from `config.sharding.rules` (a list of [name, mesh_axes])."""
-  configured = config.get("sharding", {}).get("rules", None)
+  """Logical axis rules from `config.sharding.rules` (a list of [name, mesh_axes]); None: the
+  defaults for config.model's family."""
+  configured = config.sharding.rules
   if configured is None:
-    return DEFAULT_RULES
+    return default_rules(config.model.name)
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in configured)
 
 

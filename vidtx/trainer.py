@@ -180,14 +180,16 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
 # ----------------------------------------------------------------------------- helpers
 def make_batch_stats_step(model, data_config):
   """jitted (params, batch) -> this batch's BatchNorm statistics (mean, biased variance)."""
-  from vidtx.models import tsm  # pylint: disable=g-import-not-at-top  (the BatchNorm models)
+  momentum = models.family_of(model).bn_momentum
+  if momentum is None:
+    raise VidtxError(f"precise BN: {type(model).__name__}'s family declares no bn_momentum")
 
   def batch_stats(params, zero_stats, batch):
     video = device_ops.normalize(batch["video"], data_config.mean, data_config.std)
     _, updates = model.apply({"params": params, "batch_stats": zero_stats}, video, train=True,
                              mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
     # From zero running statistics one update leaves (1 - momentum) * the batch's.
-    return jax.tree.map(lambda s: s / (1.0 - tsm.BN_MOMENTUM), updates["batch_stats"])
+    return jax.tree.map(lambda s: s / (1.0 - momentum), updates["batch_stats"])
 
   return jax.jit(batch_stats)
 
@@ -355,7 +357,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_step = 0
     if config.get("init_from") and config.init_from.get("path"):
       from vidtx import convert  # pylint: disable=g-import-not-at-top
-      params = convert.init_from(config.init_from, state.variables)
+      params = convert.init_from(config.init_from, state.variables, config.model)
       state = state.replace(params=jax.device_put(params["params"], state_shardings.params),
                             batch_stats=jax.device_put(params["batch_stats"], state_shardings.batch_stats))
       say(f"initialised from {config.init_from.path} ({config.init_from.format})")

@@ -1,6 +1,7 @@
 """Model registry: `build(config.model)` turns a model config into a Flax module.
 
-A new model is one file in this package plus one line in `MODELS`.
+A new model family is one module in this package that declares `FAMILY = Family(...)`
+(vidtx/models/family.py), plus one line in `MODELS`.
 """
 from __future__ import annotations
 
@@ -12,22 +13,47 @@ import jax
 import jax.numpy as jnp
 
 from vidtx.errors import VidtxError
+from vidtx.models.family import Family, Published  # noqa: F401  (re-exported)
 
-# name -> "module:Class" (imported on first use, so one family's import cost is not everyone's).
+# name -> module declaring FAMILY (imported on first use, so one family's import cost is not
+# everyone's).
 MODELS = {
-    "tokshift": "vidtx.models.tokshift:TokShift",
-    "timesformer": "vidtx.models.timesformer:TimeSformer",
-    "vivit": "vidtx.models.vivit:ViViT",
-    "swin": "vidtx.models.swin:SwinTransformer3D",
-    "tsm": "vidtx.models.tsm:TSM",
+    "tokshift": "vidtx.models.tokshift",
+    "timesformer": "vidtx.models.timesformer",
+    "vivit": "vidtx.models.vivit",
+    "swin": "vidtx.models.swin",
+    "tsm": "vidtx.models.tsm",
 }
 
 
-def model_class(name: str) -> type[nn.Module]:
+def get_family(name: str) -> Family:
+  """The family registered as `name` (config.model.name)."""
   if name not in MODELS:
     raise VidtxError(f"config.model.name={name!r} is not a model; known: {sorted(MODELS)}")
-  module_name, class_name = MODELS[name].split(":")
-  return getattr(importlib.import_module(module_name), class_name)
+  declared = getattr(importlib.import_module(MODELS[name]), "FAMILY", None)
+  if not isinstance(declared, Family):
+    raise VidtxError(f"model {name!r}: {MODELS[name]} declares no FAMILY = Family(...)")
+  return declared
+
+
+def family_of(model: nn.Module) -> Family:
+  """The family whose module `model` is an instance of."""
+  for name in MODELS:
+    if isinstance(model, get_family(name).module):
+      return get_family(name)
+  raise VidtxError(f"{type(model).__name__} is no registered model family's module")
+
+
+def model_class(name: str) -> type[nn.Module]:
+  return get_family(name).module
+
+
+def tiny_config(name: str, variant: str | None = None, **overrides) -> dict:
+  """A model config of family `name`'s tiny test variant (the first when `variant` is None)."""
+  variants = get_family(name).tiny
+  if variant is None:
+    variant = next(iter(variants))
+  return {"name": name, **variants[variant], **overrides}
 
 
 def _plain(value):
@@ -58,12 +84,13 @@ def build(model_config) -> nn.Module:
 
 def dummy_video(model_config, batch: int = 1) -> jax.ShapeDtypeStruct:
   """The shape of a float video batch the model described by `model_config` takes."""
-  size = model_config.image_size
-  return jax.ShapeDtypeStruct((batch, model_config.num_frames, size, size, 3), jnp.float32)
+  size = model_config["image_size"]
+  return jax.ShapeDtypeStruct((batch, model_config["num_frames"], size, size, 3), jnp.float32)
 
 
-def abstract_variables(model: nn.Module, model_config, rng) -> dict:
-  """Shapes of the model's variables, still boxed with their logical axis names."""
-  return jax.eval_shape(
-      lambda r: model.init({"params": r, "dropout": r}, jnp.zeros(dummy_video(model_config).shape),
-                           train=False), rng)
+def abstract_variables(model: nn.Module, model_config, rng=None, batch: int = 1) -> dict:
+  """Shapes of the model's variables on a `dummy_video`, still boxed with their logical axis
+  names; nothing is allocated or computed."""
+  rng = jax.random.key(0) if rng is None else rng
+  return jax.eval_shape(lambda r, v: model.init({"params": r, "dropout": r}, v, train=False),
+                        rng, dummy_video(model_config, batch))

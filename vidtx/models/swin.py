@@ -27,8 +27,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx import messages
 from vidtx.errors import VidtxError
-from vidtx.models import vit
+from vidtx.models import family, resize, vit
 
 SWIN_LN_EPS = 1e-5
 MASK_VALUE = -100.0
@@ -145,8 +146,7 @@ class SwinBlock(nn.Module):
     mask = None
     if shifted:
       y = jnp.roll(y, [-s for s in shift], axis=(1, 2, 3))
-      ids = window_regions(padded, window, shift)
-      mask = jnp.where(ids[:, :, None] != ids[:, None, :], MASK_VALUE, 0.0)[None, :, None]
+      mask = jnp.asarray(shifted_window_mask(padded, window, shift))[None, :, None]
     y = vit.constrain(window_partition(y, window), "act_batch", None, "act_len", "act_embed")
     y = WindowAttention(self.num_heads, self.qkv_bias, self.dropout_rate, self.attention_impl,
                         self.dtype, window_size=window, table_window=self.table_window,
@@ -241,3 +241,50 @@ class SwinTransformer3D(nn.Module):
     x = vit.layer_norm(dtype=dtype, epsilon=SWIN_LN_EPS, name="norm")(x)
     x = nn.Dropout(self.head_dropout_rate)(x.mean(axis=(1, 2, 3)), deterministic=not train)
     return vit.Head(self.num_classes, stddev=0.01, truncated=False, name="head")(x)
+
+
+# ----------------------------------------------------------------------------- the family
+
+def paddle_buffers(model: SwinTransformer3D) -> dict[str, np.ndarray]:
+  """Paddle keeps every block's `attn.relative_position_index` (int64 [N, N]) in its state dict."""
+  index = relative_position_index(tuple(model.window_size))
+  return {f"backbone.layers.{i}.blocks.{j}.attn.relative_position_index": index
+          for i, depth in enumerate(model.depths) for j in range(depth)}
+
+
+def fit_pretrained(value, path, shape, name, model):
+  """An image Swin's 2D relative position bias table -> this model's 3D one (PaddleVideo's rule:
+  bicubic resize to the window's plane where the 2D window differs, the same plane for every
+  time offset). Anything else, or a table that cannot be one, is returned as is."""
+  if path[-1] != "relative_position_bias_table" or value.shape == shape:
+    return value
+  wd, wh, ww = model.window_size
+  side = int(round(value.shape[0] ** 0.5))
+  if (value.ndim != 2 or side * side != value.shape[0] or value.shape[1] != shape[1]
+      or shape[0] != (2 * wd - 1) * (2 * wh - 1) * (2 * ww - 1)):
+    return value
+  if (side, side) != (2 * wh - 1, 2 * ww - 1):
+    messages.say(f"{name}: bicubic resize of the relative position bias table {side}x{side} -> "
+                 f"{2 * wh - 1}x{2 * ww - 1}")
+  return resize.inflate_bias_table(value, (wd, wh, ww))
+
+
+_K400 = dict(num_classes=400, num_frames=32, image_size=224)
+FAMILY = family.Family(
+    module=SwinTransformer3D,
+    tiny={"default": dict(num_frames=4, image_size=32, embed_dim=16, depths=(2, 2),
+                          num_heads=(2, 4), window_size=(2, 4, 4))},
+    published=(
+        family.Published("Swin-T 32x224", _K400, params=28.2e6, gmacs=88.0,
+                         source="Video Swin paper; mmaction2"),
+        family.Published("Swin-S 32x224", dict(_K400, depths=(2, 2, 18, 2)), params=50.0e6,
+                         gmacs=166.0, source="Video Swin paper (~50M)"),
+        family.Published("Swin-B 32x224", dict(_K400, embed_dim=128, depths=(2, 2, 18, 2),
+                                               num_heads=(4, 8, 16, 32)),
+                         params=88.0e6, gmacs=282.0, source="Video Swin paper; mmaction2"),
+    ),
+    non_structural=family.RUN_TIME_KEYS + ("head_dropout_rate",),
+    paddle_lists=("layers", "blocks"),
+    paddle_buffers=paddle_buffers,
+    fit_pretrained=fit_pretrained,
+)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vidtx.models import vit
+from vidtx.models import resize, vit
+from vidtx.models.family import Family, Published
 
 ATTENTION_TYPES = ("divided_space_time", "space_only", "joint_space_time")
 
@@ -113,7 +114,7 @@ class TimeSformer(nn.Module):
     n = x.shape[1]
     cls = vit.embedding_param(self, "cls_token", (1, 1, d))
     pos = vit.embedding_param(self, "pos_embed", (1, 1 + grid[0] * grid[1], d))
-    pos = vit.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
+    pos = resize.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
     dropout = nn.Dropout(self.dropout_rate)
     space_only = self.attention_type == "space_only"
     if space_only:
@@ -123,7 +124,7 @@ class TimeSformer(nn.Module):
       # One global CLS (Paddle takes it from the first frame rows, all equal to cls + pos[0]).
       cls = jnp.broadcast_to((cls.astype(dtype) + pos[:, :1]), (b, 1, d))
       patches = (x + pos[:, 1:]).reshape(b, t, n, d).transpose(0, 2, 1, 3)
-      time = vit.resize_time_embed(vit.embedding_param(self, "time_embed", (1, self.num_frames, d),
+      time = resize.resize_time_embed(vit.embedding_param(self, "time_embed", (1, self.num_frames, d),
                                                        nn.initializers.zeros), t)
       patches = patches + time[:, None].astype(dtype)
       x = jnp.concatenate([cls, patches.reshape(b, n * t, d)], axis=1)
@@ -143,3 +144,29 @@ class TimeSformer(nn.Module):
       x = x.reshape(b, t, n + 1, d).mean(axis=1)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
     return vit.Head(self.num_classes, name="head")(x)
+
+
+_B8 = dict(num_classes=400, num_frames=8, image_size=224)
+FAMILY = Family(
+    module=TimeSformer,
+    tiny={"divided": vit.TINY, "space_only": dict(vit.TINY, attention_type="space_only"),
+          "joint": dict(vit.TINY, attention_type="joint_space_time"),
+          "pptimesformer": dict(vit.TINY, qkv_bias=False)},
+    published=(
+        Published("TimeSformer-B divided 8x224", _B8, params=121.4e6, gmacs=196.0,
+                  source="TimeSformer paper; mmaction2 metafile (588G = 3 views)"),
+        Published("PP-TimeSformer-B (no qkv bias) 8x224", dict(_B8, qkv_bias=False), None, None,
+                  source="not published separately (PaddleVideo: 'without increasing parameters')"),
+        Published("PP-TimeSformer-B (no qkv bias) 16x224", dict(_B8, num_frames=16, qkv_bias=False),
+                  None, None, source="not published"),
+        Published("TimeSformer-B space-only 8x224", dict(_B8, attention_type="space_only"), None,
+                  gmacs=141.0, source="our analytic recount (not a published figure)"),
+        Published("TimeSformer-B joint 8x224", dict(_B8, attention_type="joint_space_time"), None,
+                  gmacs=180.0, source="our analytic recount (not a published figure)"),
+    ),
+    fit_checkpoint=vit.fit_embeddings,
+    # From an image ViT (PaddleVideo's rules): temporal_fc and time_embed start at zero, the
+    # temporal attention and its norm from the spatial ones.
+    init_zeros=(".temporal_fc.", "backbone.time_embed"),
+    init_copies=((".temporal_attn.", ".attn."), (".temporal_norm1.", ".norm1.")),
+)

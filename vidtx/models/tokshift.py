@@ -18,7 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidtx.models import vit
+from vidtx.models import resize, vit
+from vidtx.models.family import Family, Published
 
 
 def token_shift(x: jax.Array, num_frames: int, fold_div: int = 4) -> jax.Array:
@@ -73,7 +74,7 @@ class TokShift(nn.Module):
     cls = vit.embedding_param(self, "cls_token", (1, 1, self.hidden_size))
     pos = vit.embedding_param(self, "pos_embed", (1, 1 + grid[0] * grid[1], self.hidden_size))
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (b * t, 1, self.hidden_size)), x], 1)
-    x = x + vit.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
+    x = x + resize.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     mix = functools.partial(token_shift, num_frames=t, fold_div=self.fold_div) if self.shift else None
     for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, self.depth)):
@@ -83,3 +84,16 @@ class TokShift(nn.Module):
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
     logits = vit.Head(self.num_classes, name="head")(x)
     return logits.reshape(b, t, self.num_classes).mean(axis=1)
+
+
+FAMILY = Family(
+    module=TokShift,
+    tiny={"default": vit.TINY, "no_shift": dict(vit.TINY, shift=False)},
+    published=(
+        Published("TokShift-B 8x256 (UCF101)", dict(num_classes=101, num_frames=8, image_size=256),
+                  params=86.0e6, gmacs=175.8,
+                  source="TokShift-Transformer README (GFLOPs); ViT-B/16 has ~86M parameters; "
+                  "counts no attention matmuls"),
+    ),
+    fit_checkpoint=vit.fit_embeddings,
+)

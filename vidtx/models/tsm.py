@@ -25,9 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidtx.models import vit
+from vidtx.models.family import Family, Published
 
-# depth -> bottlenecks per stage; 26 is a small variant for smoke tests and CPU demos.
 BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch, as Paddle's BatchNorm
+# depth -> bottlenecks per stage; 26 is a small variant for smoke tests and CPU demos.
 STAGE_BLOCKS = {26: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 SHIFT_DIRECTIONS = ("paddle", "original")
 ACTIVATIONS = {"leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01), "relu": jax.nn.relu}
@@ -155,3 +156,25 @@ class TSM(nn.Module):
     x = nn.Dropout(self.dropout_rate)(x.mean(axis=(1, 2)), deterministic=not train)
     x = x.reshape(b, t, -1).mean(axis=1)
     return vit.Head(self.num_classes, stddev=0.01, truncated=False, name="head")(x)
+
+
+_R8 = dict(num_classes=400, num_frames=8, image_size=224)
+FAMILY = Family(
+    module=TSM,
+    tiny={"default": dict(num_frames=4, image_size=32, depth=26, width=8),
+          "original_relu": dict(num_frames=4, image_size=32, depth=26, width=8,
+                                shift_direction="original", activation="relu")},
+    published=(
+        Published("PP-TSM R50 8x224", dict(_R8, depth=50), params=24.3e6, gmacs=33.0,
+                  source="mmaction2 TSM-R50 metafile (plain ResNet-50 7x7 stem, not -vd)"),
+        Published("PP-TSM R101 8x224", dict(_R8, depth=101), None, None,
+                  source="not published (torchvision ResNet-101 x 8 frames: 7.8 GMACs x 8 = "
+                  "62.6, plain stem)"),
+    ),
+    bn_momentum=BN_MOMENTUM,
+    # Its own logical names: conv kernels' input / output channels (the output ones over fsdp).
+    axis_rules=(("conv_out", "fsdp"),),
+    # PaddleVideo's ConvBNLayer names its parts `_conv` and `_batch_norm`; `bb_0_0` is no list.
+    paddle_lists=(),
+    paddle_renames={"conv": "_conv", "bn": "_batch_norm"},
+)

@@ -9,10 +9,11 @@ Parameter layout (what `vidtx.convert` relies on):
     exactly as Paddle's `qkv.weight`, so it copies without reshuffling.
   - LayerNorm `scale`/`bias` are Paddle's `weight`/`bias`.
 
-Logical axis names (docs/architecture.md): parameters `embed`, `mlp`, `heads` (the fused qkv
-output and the attention projection input), `classes`, `norm` (LayerNorm / BatchNorm), `conv_in`,
-`conv_out` (TSM); kernel spatial dims, table rows and the RGB input channels are None.
-Activations `act_batch`, `act_time`, `act_len`, `act_embed`, `act_mlp`, `act_heads`.
+Logical axis names shared by every family (vidtx.sharding.DEFAULT_RULES maps them; a family
+declares its own extra ones): parameters `embed`, `mlp`, `heads` (the fused qkv output and the
+attention projection input), `classes`, `norm` (LayerNorm / BatchNorm); kernel spatial dims,
+table rows and the RGB input channels are None. Activations `act_batch`, `act_time`, `act_len`,
+`act_embed`, `act_mlp`, `act_heads`.
 """
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vidtx import messages
 from vidtx.errors import VidtxError
+from vidtx.models import resize
 
 LN_EPS = 1e-6
 ATTENTION_IMPLS = ("xla", "cudnn")
+# A ViT that runs on a 4-frame 32x32 clip on a CPU in seconds (the ViT families' tiny variants).
+TINY = dict(num_frames=4, image_size=32, patch_size=16, hidden_size=32, depth=2, num_heads=4)
 
 trunc_normal = nn.initializers.truncated_normal
 
@@ -83,27 +88,28 @@ def embedding_param(module: nn.Module, name: str, shape: tuple[int, ...], init=t
   return module.param(name, nn.with_logical_partitioning(init, names), shape, jnp.float32)
 
 
-def nearest_indices(src: int, dst: int) -> np.ndarray:
-  """Source index per output index for nearest resizing src -> dst (Paddle/torch 'nearest')."""
-  return np.floor(np.arange(dst) * (src / dst)).astype(np.int32)
+def fit_embeddings(value: np.ndarray, path: tuple, shape: tuple, name: str, model=None, *,
+                   time_cls: bool = False) -> np.ndarray:
+  """A checkpoint's position / time embedding -> the model's grid / frame count (a Family hook).
 
-
-def resize_time_embed(time_embed: jax.Array, num_frames: int) -> jax.Array:
-  """[1, T0, D] -> [1, T, D] by nearest interpolation (Paddle's rule when T != T0)."""
-  if time_embed.shape[1] == num_frames:
-    return time_embed
-  return time_embed[:, nearest_indices(time_embed.shape[1], num_frames)]
-
-
-def resize_pos_embed(pos_embed: jax.Array, grid: tuple[int, int]) -> jax.Array:
-  """[1, 1 + P*P, D] -> [1, 1 + h*w, D]: patch grid resized nearest, CLS position kept."""
-  n = pos_embed.shape[1] - 1
-  side = int(round(n ** 0.5))
-  if grid == (side, side):
-    return pos_embed
-  patches = pos_embed[:, 1:].reshape(1, side, side, -1)
-  patches = patches[:, nearest_indices(side, grid[0])][:, :, nearest_indices(side, grid[1])]
-  return jnp.concatenate([pos_embed[:, :1], patches.reshape(1, grid[0] * grid[1], -1)], axis=1)
+  pos_embed [1, 1 + s*s, D]: the patch grid zoomed linearly (PaddleVideo's load rule), CLS kept;
+  time_embed [1, T0, D]: nearest. `time_cls`: the time embedding's first row belongs to a
+  temporal CLS token and is kept. Anything else is returned as is.
+  """
+  del model  # the shapes say it all
+  if value.shape == shape or value.ndim != 3 or len(shape) != 3 or value.shape[2] != shape[2]:
+    return value
+  if path[-1] == "time_embed":
+    keep = 1 if time_cls else 0
+    messages.say(f"{name}: resizing {value.shape[1] - keep} -> {shape[1] - keep} frames (nearest)")
+    return np.concatenate([value[:, :keep], resize.resize_time_embed(value[:, keep:], shape[1] - keep)], 1)
+  side = int(round((shape[1] - 1) ** 0.5))
+  if path[-1] == "pos_embed" and side * side == shape[1] - 1:
+    old = int(round((value.shape[1] - 1) ** 0.5))
+    messages.say(f"{name}: resizing the position grid {old}x{old} -> {side}x{side} (linear zoom, "
+                 "CLS kept)")
+    return resize.resize_pos_embed(value, (side, side), "linear", name)
+  return value
 
 
 def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):

@@ -28,7 +28,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vidtx.errors import VidtxError
-from vidtx.models import vit
+from vidtx.models import resize, vit
+from vidtx.models.family import Family, Published
 
 MODELS = ("factorised_encoder", "spatio_temporal")
 FRAME_REPRS = ("cls", "mean")
@@ -83,7 +84,7 @@ class ViViT(nn.Module):
     grid = (self.image_size // self.patch_size,) * 2
     cls = vit.embedding_param(self, "cls_token", (1, 1, d)).astype(dtype)
     pos = vit.embedding_param(self, "pos_embed", (1, 1 + grid[0] * grid[1], d))
-    pos = vit.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
+    pos = resize.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
     dropout = nn.Dropout(self.dropout_rate)
     frames = self.num_frames // self.tubelet_size
 
@@ -91,7 +92,7 @@ class ViViT(nn.Module):
       x = x + pos[:, None, 1:]
       if self.time_embedding:
         time = vit.embedding_param(self, "time_embed", (1, frames, d))
-        x = x + vit.resize_time_embed(time, tt)[:, :, None].astype(dtype)
+        x = x + resize.resize_time_embed(time, tt)[:, :, None].astype(dtype)
       x = jnp.concatenate([jnp.broadcast_to(cls + pos[:, :1], (b, 1, d)), x.reshape(b, tt * n, d)], 1)
       x = self.encoder(dropout(x, deterministic=not train), "blocks", self.depth, train=train, dtype=dtype)
     else:
@@ -110,8 +111,30 @@ class ViViT(nn.Module):
       x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1)
       if self.time_embedding:
         time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
-        x = x + jnp.concatenate([time[:, :1], vit.resize_time_embed(time[:, 1:], tt)], axis=1).astype(dtype)
+        x = x + jnp.concatenate([time[:, :1], resize.resize_time_embed(time[:, 1:], tt)], axis=1).astype(dtype)
       x = self.encoder(dropout(x, deterministic=not train), "temporal_blocks", self.temporal_depth,
                        train=train, dtype=dtype)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
     return vit.Head(self.num_classes, name="head")(x)
+
+
+def fit_embeddings(value, path, shape, name, model):
+  """vit.fit_embeddings; the factorised encoder's time_embed starts with its temporal CLS row."""
+  return vit.fit_embeddings(value, path, shape, name, time_cls=model.model == "factorised_encoder")
+
+
+FAMILY = Family(
+    module=ViViT,
+    tiny={"factorised": dict(vit.TINY, temporal_depth=1),
+          "factorised_mean": dict(vit.TINY, temporal_depth=1, frame_repr="mean"),
+          "spatio_temporal": dict(vit.TINY, model="spatio_temporal")},
+    published=(
+        Published("ViViT-B FE 32x224", dict(num_classes=400, num_frames=32, image_size=224),
+                  params=115.1e6, gmacs=284.4, source="ViViT paper (Arnab et al., 2021)"),
+    ),
+    fit_checkpoint=fit_embeddings,
+    # From an image ViT (scenic's rule): the temporal encoder starts as the first image blocks,
+    # the frame representation's norm as the image model's final norm.
+    init_copies=(("backbone.temporal_blocks_", "backbone.blocks."),
+                 ("backbone.spatial_norm.", "backbone.norm.")),
+)

@@ -1,0 +1,274 @@
+"""The generic converter: our variables <-> Paddle names and layouts, asking the model's family.
+
+Our variable path ('params', 'blocks_0', 'attn', 'qkv', 'kernel') is Paddle's
+'backbone.blocks.0.attn.qkv.weight': the `head` module is Paddle's `head.`, everything else
+`backbone.`; the family's list modules (`blocks_3` -> `blocks.3`) and renames apply; leaves
+`kernel`/`scale` -> `weight`, BatchNorm `mean`/`var` -> `_mean`/`_variance`. Layouts: Paddle
+`Linear.weight` is `[in, out]` (our Dense kernel as is); `ConvND.weight` is `[out, in, *k]`
+(ours `[*k, in, out]`). Values of another size are fitted by the family's hooks
+(vidtx.models.family); every resize is said to the user.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+from flax import traverse_util
+
+from vidtx import messages, models
+from vidtx.convert import pretrained
+from vidtx.convert.readers import load_pdparams, read_label_names, student_only
+from vidtx.errors import VidtxError
+from vidtx.models import resize
+
+Path = tuple  # ('params', 'blocks_0', 'attn', 'qkv', 'kernel')
+_LEAF_TO_PADDLE = {"kernel": "weight", "scale": "weight", "mean": "_mean", "var": "_variance"}
+# init_from.options and their defaults.
+INIT_OPTIONS = {"inflate": "average", "temporal_init": "copy", "drop_head": False}
+
+
+# ----------------------------------------------------------------------------- the model
+def _model_config(config):
+  """An experiment config (with .model) or a model config -> the model config."""
+  return config.model if "model" in config and hasattr(config.model, "keys") else config
+
+
+def _unboxed(leaf):
+  return leaf.value if hasattr(leaf, "unbox") else leaf
+
+
+def model_shapes(config) -> dict[Path, tuple[int, ...]]:
+  """{path: shape} of the variables of `config`'s model (no arrays are created)."""
+  model_config = _model_config(config)
+  abstract = models.abstract_variables(models.build(model_config), model_config)
+  return {p: tuple(_unboxed(v).shape) for p, v in traverse_util.flatten_dict(abstract).items()}
+
+
+# ----------------------------------------------------------------------------- Paddle names and layouts
+def paddle_name(path: Path, family: models.Family) -> str:
+  """Our variable path -> the PaddleVideo state-dict name (see the module docstring)."""
+  *modules, leaf = path[1:]
+  lists = re.compile(rf"^({'|'.join(map(re.escape, family.paddle_lists))})_(\d+)$")
+  parts = []
+  for module in modules:
+    match = lists.match(module) if family.paddle_lists else None
+    parts.append(f"{match[1]}.{match[2]}" if match else family.paddle_renames.get(module, module))
+  parts.append(_LEAF_TO_PADDLE.get(leaf, leaf))
+  prefix = "" if modules and modules[0] == "head" else "backbone."
+  return prefix + ".".join(parts)
+
+
+def _is_conv(path: Path, ndim: int) -> bool:
+  return path[-1] == "kernel" and ndim >= 3
+
+
+def to_our_layout(array: np.ndarray, path: Path) -> np.ndarray:
+  """Paddle layout -> ours: ConvND [out, in, *k] -> [*k, in, out]; the rest as is."""
+  if _is_conv(path, array.ndim):
+    return np.transpose(array, tuple(range(2, array.ndim)) + (1, 0))
+  return array
+
+
+def to_paddle_layout(array: np.ndarray, path: Path) -> np.ndarray:
+  """Our layout -> Paddle's (inverse of `to_our_layout`)."""
+  if _is_conv(path, array.ndim):
+    n = array.ndim
+    return np.transpose(array, (n - 1, n - 2) + tuple(range(n - 2)))
+  return array
+
+
+def paddle_buffers(config) -> dict[str, np.ndarray]:
+  """Non-parameter entries a PaddleVideo checkpoint of this model holds, with their values."""
+  model_config = _model_config(config)
+  family = models.get_family(model_config.name)
+  return family.paddle_buffers(models.build(model_config)) if family.paddle_buffers else {}
+
+
+def _listing(title: str, items: list[str], limit: int = 12) -> str:
+  shown = "; ".join(items[:limit]) + (f"; ... and {len(items) - limit} more" if len(items) > limit else "")
+  return f"{len(items)} {title}: {shown}"
+
+
+def _few(items: list[str], limit: int = 8) -> str:
+  return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+def _fit_checkpoint(value, path, shape, name, family, model) -> np.ndarray:
+  return family.fit_checkpoint(value, path, shape, name, model) if family.fit_checkpoint else value
+
+
+# ----------------------------------------------------------------------------- Paddle video checkpoints
+def from_paddle(path, config) -> dict:
+  """A PaddleVideo checkpoint -> {'params': ..., 'batch_stats': ...} for `config`'s model.
+
+  `path` is a .pdparams file (or an already loaded {name: array}); `config` the experiment
+  config or its `model` section. Every parameter must be in the checkpoint with a matching
+  shape, and every checkpoint entry must be used; otherwise a VidtxError lists the missing
+  keys, unexpected keys and shape mismatches. Position / time embeddings are resized (and
+  said) when the model's image size / frame count differs from the checkpoint's.
+  """
+  where = path if isinstance(path, str) else "(in memory)"
+  state = load_pdparams(path) if isinstance(path, str) else student_only(dict(path), where)
+  model_config = _model_config(config)
+  family, model = models.get_family(model_config.name), models.build(model_config)
+  flat, missing, mismatched, used = {}, [], [], set()
+  for ours, shape in model_shapes(model_config).items():
+    name = paddle_name(ours, family)
+    if name not in state:
+      missing.append(f"{name} (ours {'/'.join(ours)} {list(shape)})")
+      continue
+    used.add(name)
+    value = _fit_checkpoint(to_our_layout(np.asarray(state[name]), ours), ours, shape, name, family,
+                            model)
+    if value.shape != shape:
+      mismatched.append(f"{name} {list(state[name].shape)} vs model {list(shape)}")
+      continue
+    flat[ours] = value.astype(np.float32)
+  for name, expected in paddle_buffers(model_config).items():
+    if name not in state:
+      continue  # a buffer, not a parameter: nothing to load
+    used.add(name)
+    if state[name].shape != expected.shape or not np.array_equal(state[name], expected):
+      mismatched.append(f"{name}: differs from the model's (another window size?)")
+  unexpected = sorted(set(state) - used)
+  if missing or unexpected or mismatched:
+    parts = [_listing(t, items) for t, items in (
+        ("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+             if items]
+    raise VidtxError(f"checkpoint {where} does not fit model {model_config.name!r}: " + " | ".join(parts))
+  variables = traverse_util.unflatten_dict(flat)
+  return {"params": variables.get("params", {}), "batch_stats": variables.get("batch_stats", {})}
+
+
+def to_paddle(variables, config) -> dict[str, np.ndarray]:
+  """Our variables -> {Paddle name: array in Paddle's layout}, plus the family's buffers."""
+  family = models.get_family(_model_config(config).name)
+  state = {}
+  for ours, leaf in traverse_util.flatten_dict(variables).items():
+    state[paddle_name(ours, family)] = to_paddle_layout(np.asarray(_unboxed(leaf)), ours)
+  state.update(paddle_buffers(config))
+  return state
+
+
+def convert_paddle(config, input_path: str, output_dir: str, labels: str | None = None) -> dict:
+  """A PaddleVideo checkpoint -> an orbax checkpoint in `output_dir` that eval.py / predict.py read."""
+  from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
+  if os.path.exists(output_dir) and os.listdir(output_dir):
+    raise VidtxError(f"output directory {output_dir} is not empty; give a new one")
+  variables = from_paddle(input_path, config)
+  num_classes = int(config.model.num_classes)
+  if labels:
+    label_names = read_label_names(labels)
+    if len(label_names) != num_classes:
+      raise VidtxError(f"{labels} lists {len(label_names)} labels but config.model.num_classes is "
+                       f"{num_classes}")
+  else:
+    label_names = [f"class_{i}" for i in range(num_classes)]
+    messages.warn(f"no --labels file: classes are named class_0 ... class_{num_classes - 1}")
+  meta = {
+      "model": config.model.to_dict(),
+      "label_names": label_names,
+      "data": config.data.to_dict() if "data" in config else {},
+      "prepared": {},
+      "step": 0,
+      "source": {"format": "paddle", "path": os.path.abspath(input_path)},
+      "config": config.to_json_best_effort() if hasattr(config, "to_json_best_effort") else "",
+  }
+  checkpoint.save_variables(output_dir, variables, meta)
+  return meta
+
+
+# ----------------------------------------------------------------------------- pretraining
+def _is_norm(path: Path) -> bool:
+  return any("norm" in module for module in path[1:-1])
+
+
+def _pretrained_value(ours: Path, shape, source, options, family, model):
+  """(value in our layout, source name) for one of our variables, or (None, None)."""
+  name = paddle_name(ours, family)
+  zeros = lambda: np.zeros(shape, np.float32)
+  if name not in source:  # a part a video model has and an image model lacks: the family's rules
+    if any(piece in name for piece in family.init_zeros):
+      return zeros(), None
+    for video_piece, image_piece in family.init_copies:
+      if video_piece in name:
+        image_name = name.replace(video_piece, image_piece)
+        if image_name not in source:
+          return None, None
+        if options["temporal_init"] == "zeros" and not _is_norm(ours):
+          return zeros(), image_name
+        return to_our_layout(np.asarray(source[image_name]), ours), image_name
+    return None, None
+  value = to_our_layout(np.asarray(source[name]), ours)
+  if family.fit_pretrained:
+    value = family.fit_pretrained(value, ours, shape, name, model)
+  if ours[-1] == "kernel" and value.ndim == len(shape) - 1 == 4:  # 2D patch kernel -> tubelet
+    messages.say(f"{name}: 2D kernel inflated to {shape[0]} frames ({options['inflate']})")
+    value = resize.inflate_kernel(value, shape[0], options["inflate"])
+  return _fit_checkpoint(value, ours, shape, name, family, model), name
+
+
+def init_from(init_config, variables, model_config) -> dict:
+  """Fresh `variables` of `model_config`'s model with pretrained values put in where a checkpoint
+  provides them; says how many were loaded, left fresh and unused.
+
+  init_config (config.init_from): `path`, `format` in vidtx.convert.pretrained.INIT_FORMATS
+  ('paddle': a PaddleVideo video checkpoint; 'paddleclas': ViT / Swin 2D / ResNet-vd image
+  .pdparams; 'big_vision': ViT .npz; 'timm': ViT .safetensors) and `options`:
+    inflate: 'average' (default, PaddleVideo) | 'central_frame' - 2D patch kernel -> 3D;
+    temporal_init: 'copy' (default) | 'zeros' - video-only parts the family copies from image
+      parts (TimeSformer's temporal attention, ViViT's temporal blocks) start as copies or at
+      zero (norms are copied either way);
+    drop_head: for 'paddle', drop the classifier even when its shape fits (default: drop it
+      only when the class count differs; image classifiers are always dropped).
+  Then the family's rules: what starts at zero or as a copy, how its values are fitted
+  (position / time embeddings resized, Swin bias tables inflated). A pretrained entry whose shape
+  still differs from ours is a VidtxError.
+  """
+  fmt, path = init_config.format, init_config.path
+  options = dict(init_config.options or {})
+  unknown = sorted(set(options) - set(INIT_OPTIONS))
+  if unknown:
+    raise VidtxError(f"config.init_from.options: unknown {unknown}; known: {sorted(INIT_OPTIONS)}")
+  options = {**INIT_OPTIONS, **options}
+  source = pretrained.read_pretrained(path, fmt)
+  model_config = _model_config(model_config)
+  family, model = models.get_family(model_config.name), models.build(model_config)
+  flat = traverse_util.flatten_dict(variables)
+  loaded, mismatched, used, fresh = {}, [], set(), []
+  for ours, leaf in flat.items():
+    shape = tuple(_unboxed(leaf).shape)
+    if ours[1] == "head" and (fmt != "paddle" or options["drop_head"]):
+      fresh.append("/".join(ours))
+      continue
+    value, name = _pretrained_value(ours, shape, source, options, family, model)
+    used.add(name)
+    if value is None:
+      fresh.append("/".join(ours))
+    elif value.shape != shape:
+      if ours[1] == "head":
+        messages.warn(f"{path}: classifier {list(value.shape)} does not fit the model's {list(shape)}: "
+                      "left freshly initialised")
+        fresh.append("/".join(ours))
+      else:
+        mismatched.append(f"{name} {list(source[name].shape) if name else ''} -> {list(value.shape)} "
+                          f"vs model {'/'.join(ours)} {list(shape)}")
+    else:
+      loaded[ours] = value
+  if mismatched:
+    raise VidtxError(f"{path} ({fmt}) does not fit the model: " + _listing("shape mismatches", mismatched))
+  if not loaded:
+    raise VidtxError(f"{path} ({fmt}): no entry matches the model's variables "
+                     f"(checkpoint keys look like {sorted(source)[:4]})")
+  unused = sorted(set(source) - used)
+  messages.say(f"init_from {path}: {len(loaded)} variables loaded, {len(fresh)} left fresh "
+               f"({_few(fresh)}), {len(unused)} checkpoint entries unused ({_few(unused)})")
+  out = {}
+  for ours, leaf in flat.items():
+    if ours in loaded:
+      new = loaded[ours].astype(_unboxed(leaf).dtype)
+      leaf = leaf.replace_boxed(new) if hasattr(leaf, "replace_boxed") else new
+    out[ours] = leaf
+  tree = traverse_util.unflatten_dict(out)
+  return {**tree, "params": tree.get("params", {}), "batch_stats": tree.get("batch_stats", {})}

@@ -51,14 +51,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def define_distributed_flag() -> None:
-  flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
-                    "(one process per host; SLURM and TPU pods are detected automatically).")
+  flags.DEFINE_bool("distributed", False, "Multi-host: join the other processes first (one process "
+                    "per host; launch/local.sh, SLURM and TPU pods set or detect the coordinator).")
 
 
 def maybe_initialize_distributed() -> None:
   if flags.FLAGS.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+    from vidtx import multihost  # pylint: disable=g-import-not-at-top
+    multihost.initialize()
 
 
 def require(flag_values, *names: str) -> None:

@@ -9,7 +9,7 @@ import sys
 
 from absl import flags
 
-from vidtx import cli
+from vidtx import cli, messages
 
 cli.define_config_flag()
 flags.DEFINE_string("checkpoint", None, "Workdir, checkpoint directory or step directory.")
@@ -25,7 +25,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vidtx import evaluate, sharding  # pylint: disable=g-import-not-at-top
-  from vidtx.data import pipeline, prepare  # pylint: disable=g-import-not-at-top
+  from vidtx.data import decode, views  # pylint: disable=g-import-not-at-top
 
   config = FLAGS.config
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
@@ -37,20 +37,20 @@ def main(argv):
   failures = 0
   for path in videos:
     try:
-      decoded = prepare.decode_video(
+      decoded = decode.decode_video(
           path, short_side=prepared.get("short_side", 256), fps=prepared.get("fps"),
           max_frames=prepared.get("max_frames"), jpeg_quality=prepared.get("jpeg_quality", 90))
     except cli.VidtxError as e:
-      print(f"error: {e}", file=sys.stderr)
+      messages.error(str(e))
       failures += 1
       continue
-    views = pipeline.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips,
-                                config.data.test_crops)
-    scores = np.asarray(scores_fn(variables, views[None]))[0]
+    clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips,
+                                  config.data.test_crops, fps=decoded.fps)
+    scores = np.asarray(scores_fn(variables, clip_views[None]))[0]
     probs = scores if averaging == "prob" else np.asarray(jax.nn.softmax(scores))
-    print(f"{path}:")
+    messages.say(f"{path}:")
     for name, p in evaluate.top_k(probs, label_names, FLAGS.top):
-      print(f"  {p:7.2%}  {name}")
+      messages.say(f"  {p:7.2%}  {name}")
   if failures:
     sys.exit(1)
 

@@ -90,20 +90,41 @@ def data_root() -> str:
 
 
 def data_config(**overrides) -> ml_collections.ConfigDict:
-  """A `config.data` section (keys: docs/architecture.md) with the common defaults."""
+  """A `config.data` section with the common defaults: the one schema of config.data.
+
+  Every key the data code reads is here; `vidtx.data.config.check` validates the section once
+  when a pipeline is made. An override of a key that is not here is an error (a typo).
+  """
   d = ml_collections.ConfigDict(dict(
-      name="prepared", dir="",
+      name="prepared",          # "synthetic": made on first use from `synthetic` (below)
+      dir="",                   # the prepared dataset (data_prep/)
+      synthetic=None,           # name="synthetic": vidtx.data.synthetic.ensure_synthetic_dataset kwargs
       train_split="train", val_split="validation", test_split="validation",
+      # Clips (vidtx.data.sampling): sampling "segment" | "dense" | "linspace"; frame_interval:
+      # dense stride, or linspace window = num_frames * frame_interval frames (0: whole video),
+      # scaled by fps / target_fps where target_fps > 0.
       num_frames=8, sampling="segment", frame_interval=0, target_fps=0.0,
       test_sampling="",  # "" = the training sampling mode
-      test_window_placement="centre",
-      image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
-      rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3), flip=True, fixed_ratio=False,
+      test_window_placement="centre",  # test windows of dense / linspace: "centre" | "linspace"
+      image_size=224,
+      # Training crop: a crop op of vidtx.data.augment, and the keys of each op.
+      train_aug="scale_jitter",
+      scale_jitter=(256, 320),  # scale_jitter: short side drawn from [min, max]
+      rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3),  # random_resized_crop
+      msc_scales=(1, .875, .75, .66),  # multi_scale_crop; msc_size below
+      flip=True,
+      fixed_ratio=False,  # Paddle Scale(fixed_ratio=True): frames squashed to 4:3 first
       eval_short_side=256, test_clips=1, test_crops=1,
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
       shuffle_buffer=256,
+      num_threads=_unset(int),  # tf.data private thread pool; unset = tf.data's shared pool
       read_sampled_frames=True,  # where the dataset has a frame index (object stores: False)
   ))
+  # Paddle's MultiScaleCrop(256) before RandomCrop(224); follows image_size unless set.
+  d.msc_size = d.get_ref("image_size") * 8 // 7
+  unknown = sorted(set(overrides) - set(d))
+  if unknown:
+    raise ValueError(f"data_config: unknown key(s) {unknown}; known: {sorted(d)}")
   d.update(overrides)
   return d
 
@@ -121,8 +142,7 @@ def apply_smoke(c: ml_collections.ConfigDict, **model_overrides) -> ml_collectio
       train_split="train", val_split="test", test_split="test",
       image_size=32, scale_jitter=(32, 40), eval_short_side=32, test_clips=min(c.data.test_clips, 2))
   c.data.synthetic = dict(num_classes=5, videos_per_class=4, seed=0, size=64, num_frames=32, short_side=40)
-  if "msc_size" in c.data:
-    c.data.msc_size = 36
+  c.data.msc_size = 36  # image_size * 8 // 7, also where a config set it (PP-TSM: 256)
   c.train.update(batch_size=8, device_batch_size=None, num_steps=4, num_epochs=None,
                  log_every=2, val_every=4, checkpoint_every=4,
                  precise_bn_batches=min(c.train.precise_bn_batches, 2))

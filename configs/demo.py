@@ -37,21 +37,17 @@ def get_config(arg=None):
       time_embedding=args.temporal,
   ))
 
-  c.data = ml_collections.ConfigDict(dict(
+  c.data = common.data_config(
       name="synthetic",
       dir=os.path.join(common.cache_dir(), "synthetic_motion"),
       # How the built-in dataset is generated (used only when `dir` is not prepared yet).
       synthetic=dict(num_classes=8, videos_per_class=150, seed=0, size=64, num_frames=32, short_side=40),
-      train_split="train", val_split="test", test_split="test",
+      val_split="test", test_split="test",
       num_frames=8, sampling="segment", frame_interval=1,
       image_size=32, train_aug="scale_jitter", scale_jitter=(32, 40),
       flip=False,  # a mirrored MoveLeft is a MoveRight: flipping would corrupt the labels
-      rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3),
       eval_short_side=32, test_clips=3, test_crops=1,  # test: 3 clips per video, scores averaged
-      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-      shuffle_buffer=256,
-      read_sampled_frames=True,  # where the dataset has a frame index (object stores: False)
-  ))
+      mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
   c.train.batch_size = 32
   c.train.num_steps = 2500

@@ -22,11 +22,17 @@ def define_prepare_flags() -> None:
                     "videos or settings.")
 
 
+def settings():
+  """The preparation settings the flags give."""
+  from vidtx.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  return prepare_lib.Settings(
+      short_side=FLAGS.short_side, fps=FLAGS.fps, max_frames=FLAGS.max_frames,
+      jpeg_quality=FLAGS.jpeg_quality, workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
+      videos_per_shard=FLAGS.videos_per_shard, overwrite=FLAGS.overwrite)
+
+
 def prepare(splits, class_names, failures, *, source: str, details: dict | None = None) -> dict:
   """prepare.prepare_dataset with the flag values; returns prepare_info."""
   from vidtx.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  return prepare_lib.prepare_dataset(
-      FLAGS.out, splits, class_names, short_side=FLAGS.short_side, fps=FLAGS.fps,
-      max_frames=FLAGS.max_frames, jpeg_quality=FLAGS.jpeg_quality, workers=FLAGS.workers,
-      video_timeout=FLAGS.video_timeout, videos_per_shard=FLAGS.videos_per_shard, source=source,
-      details=details, failures=failures, overwrite=FLAGS.overwrite)
+  return prepare_lib.prepare_dataset(FLAGS.out, splits, class_names, settings(), source=source,
+                                     details=details, failures=failures)

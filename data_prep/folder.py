@@ -7,15 +7,11 @@ to validation by a hash of its path (and --seed), so the split is deterministic 
 adding videos later moves none of the others.
 """
 import os
-import sys
 
-if __name__ == "__main__" and not __package__:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from data_prep import common  # noqa: E402
-from vidtx import cli  # noqa: E402
+from data_prep import common
+from vidtx import cli
 
 flags.DEFINE_string("videos", None, "Directory with one sub-folder of videos per class.")
 flags.DEFINE_float("val_fraction", 0.1, "Share of the videos in the validation split (0: none).")

@@ -17,15 +17,11 @@ Splits 'train', 'validation' (and 'test' when given). Class order: --class_list 
 or unreadable are skipped and listed in <out>/prepare_report.txt.
 """
 import os
-import sys
 
-if __name__ == "__main__" and not __package__:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from data_prep import common  # noqa: E402
-from vidtx import cli  # noqa: E402
+from data_prep import common
+from vidtx import cli
 
 flags.DEFINE_string("videos", None, "Directory holding the clips (searched recursively).")
 flags.DEFINE_string("train_csv", None, "Official CSV of the training split.")

@@ -9,14 +9,10 @@ Classes differ only in the direction of motion (see vidtx/data/synthetic.py); th
 demo config makes the same dataset by itself on first use.
 """
 import os
-import sys
 
-if __name__ == "__main__" and not __package__:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from vidtx import cli  # noqa: E402
+from vidtx import cli, messages
 
 flags.DEFINE_string("out", None, "Where to write videos/ and annotations/.")
 flags.DEFINE_integer("num_classes", 8, "Motion classes (2 to 12; pairs are time-reverses).")
@@ -40,14 +36,14 @@ def main(argv):
       FLAGS.out, num_classes=FLAGS.num_classes, videos_per_class=FLAGS.videos_per_class,
       seed=FLAGS.seed, size=FLAGS.size, num_frames=FLAGS.num_frames, fps=FLAGS.fps,
       codec=FLAGS.codec)
-  print(f"wrote {FLAGS.num_classes * FLAGS.videos_per_class} videos to {FLAGS.out}", file=sys.stderr)
+  messages.say(f"wrote {FLAGS.num_classes * FLAGS.videos_per_class} videos to {FLAGS.out}")
   if FLAGS.prepare:
     from vidtx.data import prepare, sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
     splits, names, failures = sources.ucf101_splits(
         os.path.join(FLAGS.out, "videos"), os.path.join(FLAGS.out, "annotations"), 1)
     short_side = FLAGS.short_side or FLAGS.size
     prepare.prepare_dataset(
-        FLAGS.prepare, splits, names, short_side=short_side, workers=FLAGS.workers,
+        FLAGS.prepare, splits, names, prepare.Settings(short_side=short_side, workers=FLAGS.workers),
         source="synthetic motion dataset (vidtx.data.synthetic), UCF101 layout, split 1",
         details={"synthetic": dict(params, short_side=short_side),
                  "videos": os.path.abspath(FLAGS.out), "ucf101_split": 1},

@@ -9,15 +9,11 @@ classInd.txt, trainlist0N.txt and testlist0N.txt. Writes splits 'train' and
 Unreadable or missing videos are skipped and listed in <out>/prepare_report.txt.
 """
 import os
-import sys
 
-if __name__ == "__main__" and not __package__:
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from data_prep import common  # noqa: E402
-from vidtx import cli  # noqa: E402
+from data_prep import common
+from vidtx import cli
 
 flags.DEFINE_string("videos", None, "UCF101 video directory (UCF-101/, with one folder per class).")
 flags.DEFINE_string("annotations", None, "Directory with classInd.txt, trainlist0N.txt, testlist0N.txt.")

@@ -1,5 +1,7 @@
 """The frame index: where each JPEG lies in the shard files."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -65,8 +67,17 @@ def test_cli_indexes_a_dataset_made_without_one(tmp_path, capsys):
                               index=False)
   shards = frame_index.shard_files(data_dir)
   assert len(shards) == 4 and all(frame_index.load(s) is None for s in shards)
-  assert frame_index.main([data_dir]) == 0
+  frame_index.main(["frame_index", data_dir])  # as `python -m vidtx.data.frame_index DIR`
   assert all(frame_index.load(s) is not None for s in shards)
-  assert frame_index.main([]) == 2
-  assert frame_index.main([str(tmp_path / "nothing")]) == 1
-  assert "error:" in capsys.readouterr().err
+  assert f"indexed 4 shard(s) of {data_dir}" in capsys.readouterr().out
+  with pytest.raises(VidtxError, match="give one prepared dataset directory"):
+    frame_index.main(["frame_index"])
+  with pytest.raises(VidtxError, match="does not exist"):
+    frame_index.main(["frame_index", str(tmp_path / "nothing")])
+  # From the command line: one line and exit status 1.
+  result = subprocess.run([sys.executable, "-m", "vidtx.data.frame_index"], capture_output=True,
+                          text=True, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: give one prepared dataset directory: python -m vidtx.data.frame_index "
+      "PREPARED_DATASET_DIR"]

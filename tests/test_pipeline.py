@@ -1,12 +1,15 @@
 """tf.data train / eval pipelines on tiny patterned datasets (tests/data_fixtures.py)."""
 
+import ml_collections
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
 import data_fixtures as fx  # noqa: E402
-from vidtx.data import pipeline, sampling  # noqa: E402
+from configs import common  # noqa: E402
+from vidtx.data import augment, pipeline, reading, sampling, views  # noqa: E402
+from vidtx.data import format as fmt  # noqa: E402
 from vidtx.errors import VidtxError  # noqa: E402
 
 TRAIN_LENGTHS = [30, 12, 5, 40, 20, 9, 33]  # 3 shards: examples [0, 1], [2, 3, 4], [5, 6]
@@ -24,7 +27,7 @@ def config(data_dir, **overrides):
   cfg = {"dir": data_dir, "num_frames": 4, "image_size": SIZE, "sampling": "segment",
          "scale_jitter": (40, 56), "eval_short_side": 48, "shuffle_buffer": 4}
   cfg.update(overrides)
-  return cfg
+  return common.data_config(**cfg)
 
 
 def examples(ds, count):
@@ -46,7 +49,7 @@ def eval_batches(cfg, **kwargs):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("aug", pipeline.TRAIN_AUGS)
+@pytest.mark.parametrize("aug", augment.names())
 def test_train_batches_one_geometry_per_clip(data_dir, aug):
   cfg = config(data_dir, train_aug=aug, fixed_ratio=aug == "multi_scale_crop", msc_size=36)
   batch = next(iter(pipeline.make_train_dataset(cfg, batch_size=3, seed=0)))
@@ -147,15 +150,15 @@ def test_eval_by_the_index_equals_eval_by_whole_records(data_dir, process_index,
 
 
 def test_reading_by_the_index_needs_no_record(data_dir, monkeypatch):
-  monkeypatch.setattr(pipeline._Share, "records", None)  # reading a record would fail now
+  monkeypatch.setattr(reading.Share, "records", None)  # reading a record would fail now
   assert len(examples(pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0), 4)) == 4
   assert eval_batches(config(data_dir), split="test", batch_size=4, num_clips=1, num_crops=1)
 
 
 def test_a_dataset_without_a_frame_index_reads_whole_records(tmp_path):
   data_dir = fx.write_dataset(str(tmp_path), {"train": [8, 9]}, num_shards=1, index=False)
-  assert pipeline._FrameReader.load(
-      pipeline._split_files(pipeline.fmt.builder(data_dir), "train")[0]) is None
+  files = reading.split_files(fmt.builder(data_dir), "train")
+  assert reading.IndexedFrames.load(reading.host_share(*files, 0, 1)) is None
   batch = next(iter(pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0)))
   assert sorted(batch["label"].numpy().tolist()) == [0, 1]
 
@@ -165,8 +168,8 @@ def test_train_host_shares_are_disjoint_and_cover_the_split(data_dir, process_co
   cfg = config(data_dir)
   seen = []
   for p in range(process_count):
-    share = pipeline._host_share(
-        *pipeline._split_files(pipeline.fmt.builder(data_dir), "train"), p, process_count)
+    share = reading.host_share(
+        *reading.split_files(fmt.builder(data_dir), "train"), p, process_count)
     epoch = examples(pipeline.make_train_dataset(
         cfg, batch_size=1, seed=0, process_index=p, process_count=process_count),
         share.num_examples)
@@ -274,9 +277,9 @@ def test_eval_views_equals_the_eval_dataset(data_dir):
   by_index = eval_by_index(cfg, batch_size=4, num_clips=2, num_crops=3)
   for index in (0, 3):
     frames = [fx.patterned_jpeg(t) for t in range(TEST_LENGTHS[index])]
-    views = pipeline.eval_views(frames, cfg, 2, 3)
-    assert views.shape == (6, 4, SIZE, SIZE, 3) and views.dtype == np.uint8
-    np.testing.assert_array_equal(views, by_index[index][1])
+    views_ = views.eval_views(frames, cfg, 2, 3)
+    assert views_.shape == (6, 4, SIZE, SIZE, 3) and views_.dtype == np.uint8
+    np.testing.assert_array_equal(views_, by_index[index][1])
 
 
 # ---------------------------------------------------------------------------
@@ -295,8 +298,33 @@ def test_eval_views_equals_the_eval_dataset(data_dir):
     ({"test_window_placement": "end"}, "test_window_placement"),
 ])
 def test_bad_config_values_name_the_key(data_dir, overrides, key):
+  # As a hand-written section could hold them: no ConfigDict type checks.
+  cfg = ml_collections.ConfigDict(dict(config(data_dir).to_dict(), **overrides))
   with pytest.raises(VidtxError, match=key):
-    pipeline.make_train_dataset(config(data_dir, **overrides), batch_size=2, seed=0)
+    pipeline.make_train_dataset(cfg, batch_size=2, seed=0)
+
+
+@pytest.mark.parametrize("key", ["test_sampling", "shuffle_buffer", "scale_jitter"])
+def test_a_missing_key_is_named(data_dir, key):
+  cfg = config(data_dir).to_dict()
+  del cfg[key]
+  with pytest.raises(VidtxError, match=f"config.data.{key} is missing"):
+    pipeline.make_train_dataset(ml_collections.ConfigDict(cfg), batch_size=2, seed=0)
+
+
+def test_a_new_augmentation_is_one_registered_function(data_dir, monkeypatch):
+  monkeypatch.setattr(augment, "_CROPS", dict(augment._CROPS))  # registered for this test only
+
+  @augment.register("top_left_quarter")
+  def top_left_quarter(work, seed, data):
+    del seed, data
+    return 0.0, 0.0, work[0] / 2, work[1] / 2
+
+  cfg = config(data_dir, train_aug="top_left_quarter", flip=False)
+  video = next(iter(pipeline.make_train_dataset(cfg, batch_size=2, seed=0)))["video"].numpy()
+  # The red / green ramps of the top-left quarter: both below half way everywhere.
+  assert video.shape == (2, 4, SIZE, SIZE, 3)
+  assert video[..., :2].max() < 140 and video[..., 0, 0, :2].max() < 10
 
 
 def test_unknown_split_and_process_are_clear_errors(data_dir):
@@ -307,4 +335,4 @@ def test_unknown_split_and_process_are_clear_errors(data_dir):
     pipeline.make_train_dataset(config(data_dir), batch_size=2, seed=0, process_index=2,
                                 process_count=2)
   with pytest.raises(VidtxError, match="num_crops"):
-    pipeline.eval_views([fx.patterned_jpeg(0)], config(data_dir), 1, 2)
+    views.eval_views([fx.patterned_jpeg(0)], config(data_dir), 1, 2)

@@ -1,4 +1,4 @@
-"""The data_prep scripts and `python -m vidtx.data.info` as a user runs them."""
+"""The data_prep scripts and the `python -m vidtx.data...` tools as a user runs them."""
 import os
 import subprocess
 import sys
@@ -21,6 +21,12 @@ def run(*args, cwd=REPO):
      "video folder /nonexistent/v does not exist"),
     (["data_prep/kinetics.py", "--videos", "/tmp", "--out", "/tmp/never"], "either official CSVs"),
     (["-m", "data_prep.ucf101", "--videos", "/tmp"], "missing required flag(s): --annotations, --out"),
+    (["-m", "vidtx.data.info"], "give one prepared dataset directory"),
+    (["-m", "vidtx.data.info", "/nonexistent/data"], "dataset directory /nonexistent/data does not exist"),
+    (["-m", "vidtx.data.bench", "--steps", "2"], "missing required flag(s): --data_dir"),
+    (["-m", "vidtx.data.bench_sources", "--like", "ucf101", "--out", "/tmp/never", "--videos", "0"],
+     "need --videos >= 1"),
+    (["-m", "vidtx.data.bench_sources", "--like", "hmdb", "--out", "/tmp/never"], "--like"),
 ])
 def test_bad_input_is_one_line_and_exit_1(args, words):
   result = run(*args)
@@ -36,7 +42,7 @@ def test_synthetic_script_prepares_and_info_shows_it(tmp_path):
   result = run(script, "--out", raw, "--num_classes", "2", "--videos_per_class", "3", "--size", "32",
                "--num_frames", "8", "--prepare", data, "--workers", "1", cwd=str(tmp_path))
   assert result.returncode == 0, result.stderr
-  assert "prepared" in result.stderr
+  assert "prepared" in result.stdout
   result = run("-m", "vidtx.data.info", data)
   assert result.returncode == 0, result.stderr
   assert "synthetic motion dataset" in result.stdout

@@ -1,4 +1,4 @@
-"""Decoding video files and writing prepared datasets (vidtx.data.prepare)."""
+"""Decoding video files (vidtx.data.decode) and writing prepared datasets (prepare, workers)."""
 import errno
 import fractions
 import json
@@ -15,7 +15,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from vidtx.data import format as data_format
-from vidtx.data import frame_index, prepare, sources
+from vidtx.data import decode, frame_index, prepare, sources, workers
 from vidtx.data.synthetic import write_video
 from vidtx.errors import VidtxError
 
@@ -89,11 +89,11 @@ def ucf_tree(tmp_path_factory):
   return make_ucf_tree(str(tmp_path_factory.mktemp("ucf")))
 
 
-def prepare_ucf(ucf_tree, out, **kwargs):
+def prepare_ucf(ucf_tree, out, **settings):
   splits, names, failures = sources.ucf101_splits(*ucf_tree, split=1)
-  kwargs = dict(dict(short_side=32, workers=1, videos_per_shard=1, source="UCF101 split 1",
-                     verbose=False), **kwargs)
-  return prepare.prepare_dataset(out, splits, names, failures=failures, **kwargs)
+  settings = prepare.Settings(**dict(dict(short_side=32, workers=1, videos_per_shard=1), **settings))
+  return prepare.prepare_dataset(out, splits, names, settings, failures=failures,
+                                 source="UCF101 split 1", verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -122,32 +122,32 @@ def shard_bytes(data_dir):
 
 # ----------------------------------------------------------------------------- decode_video
 def test_output_size_keeps_aspect_for_landscape_and_portrait():
-  assert prepare.output_size(320, 240, 256) == (341, 256)
-  assert prepare.output_size(240, 320, 256) == (256, 341)
-  assert prepare.output_size(320, 240, None) == (320, 240)
-  assert prepare.output_size(320, 240, 0) == (320, 240)
+  assert decode.output_size(320, 240, 256) == (341, 256)
+  assert decode.output_size(240, 320, 256) == (256, 341)
+  assert decode.output_size(320, 240, None) == (320, 240)
+  assert decode.output_size(320, 240, 0) == (320, 240)
 
 
 def test_frames_before_counts_output_frames_by_time():
-  assert prepare.frames_before(0.0, 10.0, 1.0) == 10  # the frame at exactly t is not before t
-  assert prepare.frames_before(0.0, 10.0, 1.0 + 1e-9) == 10
-  assert prepare.frames_before(0.0, 10.0, 1.05) == 11
-  assert prepare.frames_before(2.0, 25.0, 1.0) == 0
+  assert decode.frames_before(0.0, 10.0, 1.0) == 10  # the frame at exactly t is not before t
+  assert decode.frames_before(0.0, 10.0, 1.0 + 1e-9) == 10
+  assert decode.frames_before(0.0, 10.0, 1.05) == 11
+  assert decode.frames_before(2.0, 25.0, 1.0) == 0
 
 
 def test_decode_resizes_the_short_side_and_resamples_fractional_rates(tmp_path):
   path = str(tmp_path / "ntsc.mp4")
   write_video(path, grey_ramp(30, 96, 48), fps=NTSC, codec="h264")
-  full = prepare.decode_video(path, short_side=32)
+  full = decode.decode_video(path, short_side=32)
   assert (full.width, full.height, full.codec) == (32, 64, "h264")
   assert len(full.jpeg_frames) == 30 and abs(full.fps - 30000 / 1001) < 1e-6
   assert [index_of(x) for x in frame_levels(full.jpeg_frames)] == list(range(30))
   # 30 frames at 29.97 fps last 1.001 s: 11 frames at 10 fps, each the frame shown at k / 10 s.
-  ten = prepare.decode_video(path, short_side=32, fps=10)
+  ten = decode.decode_video(path, short_side=32, fps=10)
   assert ten.fps == 10.0
   assert [index_of(x) for x in frame_levels(ten.jpeg_frames)] == [
       int(k / 10 * 30000 / 1001 + 1e-9) for k in range(11)]
-  capped = prepare.decode_video(path, short_side=32, fps=60, max_frames=7)
+  capped = decode.decode_video(path, short_side=32, fps=60, max_frames=7)
   assert [index_of(x) for x in frame_levels(capped.jpeg_frames)] == [0, 0, 0, 1, 1, 2, 2]
 
 
@@ -159,7 +159,7 @@ def test_decode_errors_name_the_file_and_the_reason(tmp_path):
   for path, words in [(tmp_path / "missing.avi", "no such file"), (empty, "empty"),
                       (text, "cannot be opened"), (tmp_path, "directory")]:
     with pytest.raises(VidtxError, match=words) as e:
-      prepare.decode_video(str(path))
+      decode.decode_video(str(path))
     assert str(path) in str(e.value)
 
 
@@ -198,10 +198,10 @@ def test_decode_shows_frames_as_a_player_turns_them(tmp_path, degrees, corner):
   with av.open(path) as container:
     assert next(container.decode(video=0)).rotation % 360 == degrees % 360
   portrait = degrees in (90, -90)
-  full = prepare.decode_video(path, short_side=None)
+  full = decode.decode_video(path, short_side=None)
   assert (full.width, full.height) == ((48, 64) if portrait else (64, 48))
   assert [bright_corner(j) for j in full.jpeg_frames] == [corner] * 3
-  resized = prepare.decode_video(path, short_side=24)
+  resized = decode.decode_video(path, short_side=24)
   assert (resized.width, resized.height) == ((24, 32) if portrait else (32, 24))
   assert tf.io.decode_jpeg(resized.jpeg_frames[0]).shape == (resized.height, resized.width, 3)
   assert bright_corner(resized.jpeg_frames[0]) == corner
@@ -210,10 +210,10 @@ def test_decode_shows_frames_as_a_player_turns_them(tmp_path, degrees, corner):
 def test_decode_gives_up_past_the_timeout(tmp_path):
   path = str(tmp_path / "slow.mp4")
   write_video(path, grey_ramp(10, 48, 64), codec="h264")
-  with pytest.raises(prepare.VideoError, match="--video_timeout") as e:
-    prepare.decode_video(path, timeout=1e-3)
+  with pytest.raises(decode.VideoError, match="--video_timeout") as e:
+    decode.decode_video(path, timeout=1e-3)
   assert path in str(e.value)
-  assert len(prepare.decode_video(path, timeout=60).jpeg_frames) == 10
+  assert len(decode.decode_video(path, timeout=60).jpeg_frames) == 10
 
 
 # ----------------------------------------------------------------------------- prepare_dataset
@@ -323,14 +323,14 @@ def test_worker_processes_write_the_same_bytes(prepared, ucf_tree, tmp_path):
 
 def test_a_video_past_the_timeout_is_reported_and_the_run_goes_on(ucf_tree, tmp_path, monkeypatch):
   slow_id = "v_ClassA_g01_c01"  # 20 frames; 0.2 s each here
-  encode = prepare._FrameEncoder.__call__
+  encode = decode._FrameEncoder.__call__
 
   def slow_for_one_video(self, frame, index):
     if slow_id in self.stream.container.name:
       time.sleep(0.2)
     return encode(self, frame, index)
 
-  monkeypatch.setattr(prepare._FrameEncoder, "__call__", slow_for_one_video)
+  monkeypatch.setattr(decode._FrameEncoder, "__call__", slow_for_one_video)
   out = str(tmp_path / "timeout")
   info = prepare_ucf(ucf_tree, out, video_timeout=1)
   assert info["video_timeout"] == 1 and info["failed"] == len(BROKEN) + 1
@@ -370,35 +370,35 @@ def clips_and_a_hanging_video(tmp_path):
   return entries, hanging, release
 
 
-def prepare_clips(entries, out, workers, video_timeout):
-  return prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
-                                 workers=workers, videos_per_shard=2, video_timeout=video_timeout,
-                                 verbose=False)
+def prepare_clips(entries, out, num_workers, video_timeout):
+  settings = prepare.Settings(short_side=16, workers=num_workers, videos_per_shard=2,
+                              video_timeout=video_timeout)
+  return prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], settings, verbose=False)
 
 
 def same_bytes_as_if_it_failed(entries, video, out, monkeypatch):
   """Whether `out` holds the shards of a run in which `video` fails like any unusable file."""
-  decode = prepare.decode_video
+  real = decode.decode_video
 
   def fails(path, **kwargs):
     if path == video:
-      raise prepare.VideoError(path, "unusable")
-    return decode(path, **kwargs)
+      raise decode.VideoError(path, "unusable")
+    return real(path, **kwargs)
 
-  monkeypatch.setattr(prepare, "decode_video", fails)
+  monkeypatch.setattr(decode, "decode_video", fails)
   normal = out + "-normal"
-  prepare_clips(entries, normal, workers=1, video_timeout=None)
+  prepare_clips(entries, normal, num_workers=1, video_timeout=None)
   return shard_bytes(normal) == shard_bytes(out)
 
 
 def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
-  monkeypatch.setattr(prepare, "_HANG_GRACE", 0.5)
+  monkeypatch.setattr(workers, "HANG_GRACE", 0.5)
   out = str(tmp_path / "hung")
 
   release.start()
   try:
-    info = prepare_clips(entries, out, workers=2, video_timeout=3)
+    info = prepare_clips(entries, out, num_workers=2, video_timeout=3)
   finally:
     release.cancel()
   assert info["failed"] == 1
@@ -414,7 +414,7 @@ def assert_only_that_video_lost(info, entries, video, out, *, video_timeout, mon
   assert labels_by_id(out, "train") == {f"clip{i}": i % 2 for i in range(4)}
   assert not os.path.exists(os.path.join(out, prepare.WORK_DIR))
   before = shard_bytes(out)
-  assert prepare_clips(entries, out, workers=2, video_timeout=video_timeout) == info
+  assert prepare_clips(entries, out, num_workers=2, video_timeout=video_timeout) == info
   assert shard_bytes(out) == before
   assert same_bytes_as_if_it_failed(entries, video, out, monkeypatch)
 
@@ -422,12 +422,14 @@ def assert_only_that_video_lost(info, entries, video, out, *, video_timeout, mon
 def test_the_watchdog_guards_a_single_shard_too(tmp_path, monkeypatch):
   # One shard left means one worker process (not this process), so a hang is still caught.
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
-  monkeypatch.setattr(prepare, "_HANG_GRACE", 0.5)
+  monkeypatch.setattr(workers, "HANG_GRACE", 0.5)
   out = str(tmp_path / "one_shard")
   release.start()
   try:
-    info = prepare.prepare_dataset(out, {"train": entries}, ["even", "odd"], short_side=16,
-                                   workers=2, videos_per_shard=8, video_timeout=2, verbose=False)
+    info = prepare.prepare_dataset(
+        out, {"train": entries}, ["even", "odd"],
+        prepare.Settings(short_side=16, workers=2, videos_per_shard=8, video_timeout=2),
+        verbose=False)
   finally:
     release.cancel()
   assert info["workers"] == 1 and info["splits"]["train"]["shards"] == 1
@@ -486,7 +488,7 @@ def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypat
   release.start()  # should the video be decoded again, it must not hang the test
   killer = kill_the_reader(os.path.join(os.path.dirname(hanging), "segment.ts"), killed)
   try:
-    info = prepare_clips(entries, out, workers=2, video_timeout=600)  # no watchdog here
+    info = prepare_clips(entries, out, num_workers=2, video_timeout=600)  # no watchdog here
   finally:
     release.cancel()
     killer.join(timeout=60)
@@ -498,15 +500,15 @@ def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypat
 
 def test_a_worker_that_dies_on_no_video_stops_the_run(tmp_path, monkeypatch):
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
-  blame = prepare._videos_lost  # as if the worker had died between two videos:
-  monkeypatch.setattr(prepare, "_videos_lost", lambda codes, on, *a: blame(codes, {}, *a))
+  blame = workers.videos_lost  # as if the worker had died between two videos:
+  monkeypatch.setattr(workers, "videos_lost", lambda codes, on, *a: blame(codes, {}, *a))
   killed = []
   release.start()
   killer = kill_the_reader(os.path.join(os.path.dirname(hanging), "segment.ts"), killed)
   try:
     with pytest.raises(VidtxError, match=r"worker process died \(killed by signal 9, SIGKILL: "
                        r"out of memory\?\) while on no video.*re-run the same command"):
-      prepare_clips(entries, str(tmp_path / "died"), workers=2, video_timeout=600)
+      prepare_clips(entries, str(tmp_path / "died"), num_workers=2, video_timeout=600)
   finally:
     release.cancel()
     killer.join(timeout=60)
@@ -515,7 +517,7 @@ def test_a_worker_that_dies_on_no_video_stops_the_run(tmp_path, monkeypatch):
 
 def test_dead_workers_are_tied_to_the_videos_they_were_on():
   sigterm, sigkill, sigsegv = -signal.SIGTERM, -signal.SIGKILL, -signal.SIGSEGV
-  lost, unexplained = prepare._videos_lost(
+  lost, unexplained = workers.videos_lost(
       {1: sigkill, 2: sigsegv, 3: sigterm, 4: sigkill, 5: sigsegv, 6: None, 7: 1},
       {1: "/v/huge.mp4", 2: "/v/corrupt.avi", 3: "/v/fine.avi", 4: "/v/slow.mp4"},
       {4: "/v/slow.mp4"}, "decoder hung")
@@ -531,12 +533,12 @@ def test_split_without_usable_videos_is_left_out_clearly(ucf_tree, tmp_path):
   broken = [e for e in splits["train"] if e.video_id in BROKEN]
   out = str(tmp_path / "partial")
   info = prepare.prepare_dataset(out, {"train": splits["test"], "test": broken}, names,
-                                 short_side=16, workers=1, verbose=False)
+                                 prepare.Settings(short_side=16, workers=1), verbose=False)
   assert info["empty_splits"] == ["test"]
   assert list(tfds.builder_from_directory(out).info.splits) == ["train"]
   with pytest.raises(VidtxError, match="no video could be prepared"):
-    prepare.prepare_dataset(str(tmp_path / "none"), {"train": broken}, names, workers=1,
-                            verbose=False)
+    prepare.prepare_dataset(str(tmp_path / "none"), {"train": broken}, names,
+                            prepare.Settings(workers=1), verbose=False)
   assert os.path.exists(tmp_path / "none" / prepare.REPORT_FILE)
 
 
@@ -547,18 +549,20 @@ def test_bad_arguments_are_clear_errors(tmp_path):
   with pytest.raises(VidtxError, match="unique"):
     prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a", "a"], verbose=False)
   with pytest.raises(VidtxError, match="jpeg_quality"):
-    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], jpeg_quality=0, verbose=False)
+    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], prepare.Settings(jpeg_quality=0),
+                            verbose=False)
   with pytest.raises(VidtxError, match="video_timeout"):
-    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"], video_timeout=-1, verbose=False)
+    prepare.prepare_dataset(str(tmp_path), {"train": []}, ["a"],
+                            prepare.Settings(video_timeout=-1), verbose=False)
 
 
 def test_shard_plan_is_deterministic_and_mixes_classes():
-  settings = prepare._Settings(256, None, None, 90, ("a", "b"))
+  frames = prepare._Frames(256, None, None, 90, ("a", "b"))
   entries = [sources.VideoEntry(f"/v/{c}/{i}.avi", label, f"{c}{i}")
              for label, c in enumerate("ab") for i in range(50)]
-  plan = prepare._plan_shards("train", entries, settings, videos_per_shard=20)
+  plan = prepare._plan_shards("train", entries, frames, videos_per_shard=20)
   assert [len(s.entries) for s in plan] == [20] * 5
-  assert plan == prepare._plan_shards("train", entries[::-1], settings, videos_per_shard=20)
+  assert plan == prepare._plan_shards("train", entries[::-1], frames, videos_per_shard=20)
   assert all(len({e.label for e in s.entries}) == 2 for s in plan)
-  assert len(prepare._plan_shards("train", entries, settings, videos_per_shard=20, num_shards=3)) == 3
+  assert len(prepare._plan_shards("train", entries, frames, videos_per_shard=20, num_shards=3)) == 3
   json.dumps([s.fingerprint for s in plan])  # plain strings

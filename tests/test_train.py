@@ -294,7 +294,7 @@ def test_bad_input_gets_one_clear_line(trained, data_dir, tmp_path):
 def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   """A PaddleVideo-layout .pdparams -> `vidtx.convert` CLI -> predict.py, end to end."""
   from vidtx import convert
-  from vidtx.data import pipeline, prepare
+  from vidtx.data import decode, views
 
   config_arg = "--config=configs/tokshift_ucf101.py:smoke=True"
   config = importlib.import_module("configs.tokshift_ucf101").get_config("smoke=True")
@@ -315,9 +315,9 @@ def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   printed = [line.split() for line in result.stdout.strip().splitlines()[1:]]
 
   # The same video through the eval transform and the original (unconverted) variables.
-  decoded = prepare.decode_video(video, short_side=256)
-  views = pipeline.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips, config.data.test_crops)
-  scores = evaluate.video_scores(model, variables, views[None], config.data, config.eval.averaging)[0]
+  decoded = decode.decode_video(video, short_side=256)
+  clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips, config.data.test_crops)
+  scores = evaluate.video_scores(model, variables, clip_views[None], config.data, config.eval.averaging)[0]
   probs = np.asarray(jax.nn.softmax(scores))
   expected = evaluate.top_k(probs, labels)
   assert [name for _, name in printed] == [name for name, _ in expected]

@@ -19,7 +19,7 @@ processes), which does not depend on other load on the machine.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -29,7 +29,9 @@ import sys
 import time
 
 import numpy as np
+from absl import flags
 
+from vidtx import cli, messages
 from vidtx.data import sampling
 from vidtx.errors import VidtxError
 
@@ -40,45 +42,59 @@ def usable_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def bench_pipeline(args) -> dict:
-  from vidtx.data import frame_index, pipeline  # imports TensorFlow
+def bench_pipeline(opts) -> dict:
+  """`make_train_dataset` clips/s; `opts`: the flag values (anything with their attributes)."""
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from vidtx.data import frame_index, pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
 
-  by_index = not args.whole_records and all(
-      frame_index.load(shard) is not None for shard in frame_index.shard_files(args.data_dir))
-
-  config = {"dir": args.data_dir, "train_split": args.split, "num_frames": args.num_frames,
-            "image_size": args.crop, "sampling": args.sampling,
-            "frame_interval": args.frame_interval, "train_aug": args.aug,
-            "shuffle_buffer": args.shuffle_buffer, "num_threads": args.threads,
-            "read_sampled_frames": not args.whole_records}
-  ds = pipeline.make_train_dataset(config, batch_size=args.batch_size, seed=0)
+  by_index = not opts.whole_records and all(
+      frame_index.load(shard) is not None for shard in frame_index.shard_files(opts.data_dir))
+  data = common.data_config(
+      dir=opts.data_dir, train_split=opts.split, num_frames=opts.num_frames,
+      image_size=opts.crop, eval_short_side=max(opts.crop, 256), sampling=opts.sampling,
+      frame_interval=opts.frame_interval, train_aug=opts.aug,
+      shuffle_buffer=opts.shuffle_buffer, num_threads=opts.threads,
+      read_sampled_frames=not opts.whole_records)
+  ds = pipeline.make_train_dataset(data, batch_size=opts.batch_size, seed=0)
   it = iter(ds)
-  for _ in range(args.warmup):
+  for _ in range(opts.warmup):
     next(it)
   wall, cpu = time.perf_counter(), time.process_time()
-  for _ in range(args.steps):
+  for _ in range(opts.steps):
     batch = next(it)
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  clips = args.steps * args.batch_size
-  return _rates("pipeline", clips, wall, cpu, args.threads,
+  clips = opts.steps * opts.batch_size
+  return _rates("pipeline", clips, wall, cpu, opts.threads,
                 clip_shape=list(batch["video"].shape[1:]),
                 reads="sampled frames" if by_index else "whole records")
 
 
-def bench_baseline(args) -> dict:
-  videos = list_videos(args.videos_dir)
+@dataclasses.dataclass(frozen=True)
+class _Clip:
+  """What a baseline worker needs to make one clip (picklable, unlike the flags)."""
+  sampling: str
+  num_frames: int
+  frame_interval: int
+  crop: int
+  rgb: str
+
+
+def bench_baseline(opts) -> dict:
+  """On-the-fly PyAV decoding clips/s in `opts.threads` worker processes."""
+  videos = list_videos(opts.videos_dir)
+  clip = _Clip(opts.sampling, opts.num_frames, opts.frame_interval, opts.crop, opts.baseline_rgb)
   rng = np.random.default_rng(0)
-  jobs = [(videos[i % len(videos)], int(rng.integers(2**31)), args)
-          for i in range(args.baseline_clips)]
+  jobs = [(videos[i % len(videos)], int(rng.integers(2**31)), clip)
+          for i in range(opts.baseline_clips)]
   ctx = multiprocessing.get_context("spawn")
-  with ctx.Pool(args.threads) as pool:
-    pool.map(_worker_warmup, range(args.threads))
+  with ctx.Pool(opts.threads) as pool:
+    pool.map(_worker_warmup, range(opts.threads))
     wall = time.perf_counter()
     results = pool.map(_decode_clip, jobs, chunksize=1)
     wall = time.perf_counter() - wall
   cpu = sum(cpu for _, cpu in results)  # measured inside the workers
-  return _rates("baseline_pyav", len(jobs), wall, cpu, args.threads,
-                clip_shape=list(results[0][0]), videos=len(videos), rgb=args.baseline_rgb)
+  return _rates("baseline_pyav", len(jobs), wall, cpu, opts.threads,
+                clip_shape=list(results[0][0]), videos=len(videos), rgb=opts.baseline_rgb)
 
 
 def _rates(name, clips, wall, cpu, cores, **extra) -> dict:
@@ -117,7 +133,7 @@ def _decode_clip(job):
   import av
   from PIL import Image
 
-  path, seed, args = job
+  path, seed, spec = job
   cpu = time.process_time()
   rng = np.random.default_rng(seed)
   with av.open(path) as container:
@@ -125,14 +141,14 @@ def _decode_clip(job):
     stream.thread_type = "NONE"  # one core per worker
     length = stream.frames or int(
         float(stream.duration * stream.time_base) * float(stream.average_rate))
-    rand = rng.integers(0, sampling.RAND_RANGE, sampling.num_random(args.sampling, args.num_frames))
-    indices = sampling.sample_indices(args.sampling, length, args.num_frames, rand=rand,
-                                      frame_interval=max(args.frame_interval, 1),
-                                      window=args.num_frames * args.frame_interval)[0]
+    rand = rng.integers(0, sampling.RAND_RANGE, sampling.num_random(spec.sampling, spec.num_frames))
+    indices = sampling.sample_indices(spec.sampling, length, spec.num_frames, rand=rand,
+                                      frame_interval=max(spec.frame_interval, 1),
+                                      window=spec.num_frames * spec.frame_interval)[0]
     wanted = set(indices.tolist())
     frames = {}
     for i, frame in enumerate(container.decode(stream)):
-      if args.baseline_rgb == "all" or i in wanted:
+      if spec.rgb == "all" or i in wanted:
         frames[i] = frame.to_ndarray(format="rgb24")
       if i >= indices.max():
         break
@@ -141,54 +157,53 @@ def _decode_clip(job):
   height, width = clip[0].shape[:2]
   short = int(rng.integers(256, 321))  # scale jitter, as the pipeline's default aug
   size = (round(width * short / min(height, width)), round(height * short / min(height, width)))
-  y = int(rng.integers(0, size[1] - args.crop + 1))
-  x = int(rng.integers(0, size[0] - args.crop + 1))
+  y = int(rng.integers(0, size[1] - spec.crop + 1))
+  x = int(rng.integers(0, size[0] - spec.crop + 1))
   out = np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))[
-      y:y + args.crop, x:x + args.crop] for f in clip])
+      y:y + spec.crop, x:x + spec.crop] for f in clip])
   return out.shape, time.process_time() - cpu
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", required=True, help="prepared dataset")
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--num_frames", type=int, default=8)
-  parser.add_argument("--crop", type=int, default=224)
-  parser.add_argument("--sampling", default="segment", choices=sampling.MODES)
-  parser.add_argument("--frame_interval", type=int, default=0)
-  parser.add_argument("--aug", default="scale_jitter")
-  parser.add_argument("--batch_size", type=int, default=16)
-  parser.add_argument("--steps", type=int, default=40)
-  parser.add_argument("--warmup", type=int, default=5)
-  parser.add_argument("--shuffle_buffer", type=int, default=64)
-  parser.add_argument("--whole_records", action="store_true",
-                      help="read whole records even where the dataset has a frame index")
-  parser.add_argument("--threads", type=int, default=usable_cores(),
-                      help="tf.data private thread pool size / baseline worker processes")
-  parser.add_argument("--videos_dir", help="source videos for the PyAV baseline (dir or list file)")
-  parser.add_argument("--baseline_clips", type=int, default=64)
-  parser.add_argument("--baseline_rgb", default="all", choices=("all", "sampled"),
-                      help="convert every decoded frame to RGB (mmaction2 / PaddleVideo) or "
-                      "only the sampled ones")
-  parser.add_argument("--output", help="also write the JSON results here")
-  args = parser.parse_args(argv)
-  try:
-    results = {"command": " ".join(["python -m vidtx.data.bench"] + sys.argv[1:]),
-               "date": datetime.datetime.now().isoformat(timespec="seconds"),
-               "host": {"cpu": _cpu_model(), "usable_cores": usable_cores(),
-                        "python": platform.python_version()},
-               "runs": [bench_pipeline(args)]}
-    if args.videos_dir:
-      results["runs"].append(bench_baseline(args))
-  except VidtxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+def define_flags() -> None:
+  flags.DEFINE_string("data_dir", None, "Prepared dataset.")
+  flags.DEFINE_string("split", "train", "Split to read.")
+  flags.DEFINE_integer("num_frames", 8, "Frames per clip.")
+  flags.DEFINE_integer("crop", 224, "Clip height and width.")
+  flags.DEFINE_enum("sampling", "segment", list(sampling.MODES), "Frame sampling mode.")
+  flags.DEFINE_integer("frame_interval", 0, "Dense stride / linspace window (frames per clip frame).")
+  flags.DEFINE_string("aug", "scale_jitter", "Training crop (config.data.train_aug).")
+  flags.DEFINE_integer("batch_size", 16, "Clips per batch.")
+  flags.DEFINE_integer("steps", 40, "Timed batches.")
+  flags.DEFINE_integer("warmup", 5, "Batches before the timing starts.")
+  flags.DEFINE_integer("shuffle_buffer", 64, "Examples in the shuffle buffer.")
+  flags.DEFINE_bool("whole_records", False, "Read whole records even where the dataset has a "
+                    "frame index.")
+  flags.DEFINE_integer("threads", usable_cores(), "tf.data private thread pool size / baseline "
+                       "worker processes.")
+  flags.DEFINE_string("videos_dir", None, "Source videos for the PyAV baseline (dir or list file).")
+  flags.DEFINE_integer("baseline_clips", 64, "Clips the baseline makes.")
+  flags.DEFINE_enum("baseline_rgb", "all", ["all", "sampled"], "Convert every decoded frame to RGB "
+                    "(mmaction2 / PaddleVideo) or only the sampled ones.")
+  flags.DEFINE_string("output", None, "Also write the JSON results here.")
+
+
+def main(argv) -> None:
+  opts = flags.FLAGS
+  if len(argv) > 1:
+    raise VidtxError(f"unexpected arguments {argv[1:]}: everything is a --flag")
+  cli.require(opts, "data_dir")
+  results = {"command": " ".join(["python -m vidtx.data.bench"] + sys.argv[1:]),
+             "date": datetime.datetime.now().isoformat(timespec="seconds"),
+             "host": {"cpu": _cpu_model(), "usable_cores": usable_cores(),
+                      "python": platform.python_version()},
+             "runs": [bench_pipeline(opts)]}
+  if opts.videos_dir:
+    results["runs"].append(bench_baseline(opts))
   text = json.dumps(results, indent=2)
-  print(text)
-  if args.output:
-    with open(args.output, "w") as f:
+  messages.say(text)
+  if opts.output:
+    with open(opts.output, "w") as f:
       f.write(text + "\n")
-  return 0
 
 
 def _cpu_model() -> str:
@@ -203,4 +218,5 @@ def _cpu_model() -> str:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main)

@@ -18,13 +18,15 @@ which `data_prep/folder.py` prepares.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 
 import av
 import numpy as np
+from absl import flags
+
+from vidtx import cli, messages
+from vidtx.errors import VidtxError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,34 +97,41 @@ def write_sources(out: str, like: str, videos: int, classes: int, seed: int = 0)
   """`videos` files of profile `like` in `classes` class folders under `out`; existing ones are kept."""
   profile = PROFILES[like]
   paths = []
+  status = messages.Status("bench_sources", videos, unit="videos")
   for i in range(videos):
     folder = os.path.join(out, f"class_{i % classes}")
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"video_{i:04d}{profile.extension}")
     if not os.path.exists(path):
       write_source_video(path, profile, np.random.default_rng([seed, i]))
-      print(f"bench_sources: {i + 1}/{videos} {path}", file=sys.stderr, flush=True)
     paths.append(path)
+    status.update(advance=1)
+  status.close()
   return paths
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--like", required=True, choices=sorted(PROFILES))
-  parser.add_argument("--out", required=True)
-  parser.add_argument("--videos", type=int, default=48)
-  parser.add_argument("--classes", type=int, default=4)
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
-  if args.videos < 1 or not 1 <= args.classes <= args.videos:
-    parser.error("need --videos >= 1 and 1 <= --classes <= --videos")
-  paths = write_sources(args.out, args.like, args.videos, args.classes, args.seed)
+def define_flags() -> None:
+  flags.DEFINE_enum("like", None, sorted(PROFILES), "Which dataset's original files to imitate.")
+  flags.DEFINE_string("out", None, "Output directory (class_k/video_i.ext).")
+  flags.DEFINE_integer("videos", 48, "Videos to write.")
+  flags.DEFINE_integer("classes", 4, "Class folders.")
+  flags.DEFINE_integer("seed", 0, "Random seed: the same seed writes the same files.")
+
+
+def main(argv) -> None:
+  opts = flags.FLAGS
+  if len(argv) > 1:
+    raise VidtxError(f"unexpected arguments {argv[1:]}: everything is a --flag")
+  cli.require(opts, "like", "out")
+  if opts.videos < 1 or not 1 <= opts.classes <= opts.videos:
+    raise VidtxError("need --videos >= 1 and 1 <= --classes <= --videos")
+  paths = write_sources(opts.out, opts.like, opts.videos, opts.classes, opts.seed)
   size = sum(os.path.getsize(p) for p in paths)
-  profile = PROFILES[args.like]
-  print(f"{len(paths)} {args.like}-like videos in {args.out} ({size / 2**20:.1f} MiB, "
-        f"{8 * size / len(paths) / profile.seconds / 1e3:.0f} kbit/s on average)")
-  return 0
+  profile = PROFILES[opts.like]
+  messages.say(f"{len(paths)} {opts.like}-like videos in {opts.out} ({size / 2**20:.1f} MiB, "
+               f"{8 * size / len(paths) / profile.seconds / 1e3:.0f} kbit/s on average)")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  define_flags()
+  cli.run(main)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import os
 import struct
-import sys
 import zipfile
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from vidtx import messages
+from vidtx.data import require_prepared
 from vidtx.errors import VidtxError
 
 INDEX_DIR = "frame_index"
@@ -60,6 +60,8 @@ def _records(path: str):
 
 def build(shard: str) -> dict[str, np.ndarray]:
   """The index arrays of one shard file (see the module doc)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after the CLI quiets its logs)
+
   frames, starts, labels, fps = [], [0], [], []
   for offset, data in _records(shard):
     feature = tf.train.Example.FromString(data).features.feature
@@ -113,20 +115,24 @@ def shard_files(data_dir: str) -> list[str]:
   return sorted(str(p) for split in splits.values() for p in split.filepaths)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
-  if len(argv) != 1 or argv[0].startswith("-"):
-    print("usage: python -m vidtx.data.frame_index PREPARED_DATASET_DIR", file=sys.stderr)
-    return 2
+def main(argv: Sequence[str]) -> None:
+  """python -m vidtx.data.frame_index DIR: indexes every shard of the prepared dataset DIR."""
+  if len(argv) != 2:
+    raise VidtxError("give one prepared dataset directory: "
+                     "python -m vidtx.data.frame_index PREPARED_DATASET_DIR")
+  require_prepared(argv[1])  # before TensorFlow loads: a one-line error
   try:
-    shards = shard_files(argv[0])
-    for i, shard in enumerate(shards):
-      print(f"frame_index: {i + 1}/{len(shards)} {write(shard)}", flush=True)
-  except (VidtxError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+    shards = shard_files(argv[1])
+    status = messages.Status("frame_index", len(shards), unit="shards")
+    for shard in shards:
+      write(shard)
+      status.update(advance=1)
+    status.close()
+  except OSError as e:
+    raise VidtxError(f"{argv[1]}: {e}") from None
+  messages.say(f"indexed {len(shards)} shard(s) of {argv[1]}")
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from vidtx import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -5,7 +5,10 @@
 from __future__ import annotations
 
 import os
-import sys
+
+from vidtx import messages
+from vidtx.data import require_prepared
+from vidtx.errors import VidtxError
 
 MAX_FAILURES_SHOWN = 10
 
@@ -20,6 +23,7 @@ def _size(num_bytes) -> str:
 
 def describe(data_dir: str) -> str:
   """A readable summary of prepare_info.json and the TFDS split sizes of `data_dir`."""
+  require_prepared(data_dir)  # before TensorFlow loads: a one-line error
   from vidtx.data import format as data_format  # pylint: disable=g-import-not-at-top  (TensorFlow)
   from vidtx.data import prepare  # pylint: disable=g-import-not-at-top
 
@@ -67,19 +71,12 @@ def describe(data_dir: str) -> str:
   return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-  if len(argv) != 2 or argv[1] in ("-h", "--help"):
-    print("usage: python -m vidtx.data.info DATASET_DIR", file=sys.stderr)
-    return 2
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from vidtx.errors import VidtxError  # pylint: disable=g-import-not-at-top
-  try:
-    print(describe(argv[1]))
-  except VidtxError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+def main(argv: list[str]) -> None:
+  if len(argv) != 2:
+    raise VidtxError("give one prepared dataset directory: python -m vidtx.data.info DATASET_DIR")
+  messages.say(describe(argv[1]))
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv))
+  from vidtx import cli  # pylint: disable=g-import-not-at-top
+  cli.run(main)

@@ -1,7 +1,8 @@
 """Video files -> prepared dataset: parallel, resumable, never stopped by one bad video.
 
-`decode_video` turns one file into upright, resized JPEG frames. `prepare_dataset` writes
-splits of `VideoEntry`s in the format of `vidtx.data.format`:
+`prepare_dataset` writes splits of `VideoEntry`s in the format of `vidtx.data.format`, each
+video decoded by `vidtx.data.decode`, the shards written by the worker processes of
+`vidtx.data.workers`:
 
     <out>/vidtx-<split>.tfrecord-*      the shards (videos that decoded)
     <out>/frame_index/<shard>.npz       where each JPEG lies in its shard (vidtx.data.frame_index)
@@ -19,30 +20,26 @@ same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import dataclasses
 import datetime
 import functools
 import hashlib
 import json
-import math
-import multiprocessing
 import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-import av
 import numpy as np
 import tensorflow as tf
-from av.video.reformatter import VideoReformatter
 
+from vidtx import messages
+from vidtx.data import decode
 from vidtx.data import format as data_format
-from vidtx.data import frame_index
+from vidtx.data import frame_index, workers
 from vidtx.data.sources import Failure, VideoEntry  # noqa: F401  (part of this API too)
 from vidtx.errors import VidtxError
 
@@ -50,179 +47,53 @@ REPORT_FILE = "prepare_report.txt"
 WORK_DIR = ".prepare"
 # In the work dir: videos whose worker hung (and was killed) or died on them (path -> reason).
 _FATAL_FILE = "fatal.json"
-# A worker this long past video_timeout on one video is stuck in C code, where no deadline stops it.
-_HANG_GRACE = 30.0
 # Bump when the bytes written for the same input and settings change: stale markers then redo.
 _PLAN_VERSION = 3
-# A stream that yields fewer frames than this share of what its header promises is truncated.
-_TRUNCATED_SHARE = 0.9
-
-
-class VideoError(VidtxError):
-  """A video file that cannot be used; `reason` says why (the message also names the file)."""
-
-  def __init__(self, path: str, reason: str):
-    super().__init__(f"{path}: {reason}")
-    self.path = path
-    self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
-class DecodedVideo:
-  """One decoded video: `jpeg_frames` in display order at `fps`, each `height` x `width`."""
-  jpeg_frames: list[bytes]
-  fps: float
-  height: int
-  width: int
-  codec: str
+class Settings:
+  """How videos become a prepared dataset (the data_prep flags of the same names).
 
-
-# ----------------------------------------------------------------------------- decoding
-def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
-  """(width, height) with the short side scaled to `short_side` (None or 0: unchanged)."""
-  if not short_side:
-    return width, height
-  if width <= height:
-    return short_side, max(1, round(height * short_side / width))
-  return max(1, round(width * short_side / height)), short_side
-
-
-def frames_before(start: float, fps: float, t: float) -> int:
-  """How many output frames at `fps`, the first at time `start`, come before time `t`."""
-  return max(0, math.ceil((t - start) * fps - 1e-6))
-
-
-def _stream_rate(stream) -> float | None:
-  for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-    if rate and float(rate) > 0:
-      return float(rate)
-  return None
-
-
-def _check_file(path: str) -> None:
-  if not os.path.exists(path):
-    raise VideoError(path, "no such file")
-  if os.path.isdir(path):
-    raise VideoError(path, "is a directory, not a video file")
-  if os.path.getsize(path) == 0:
-    raise VideoError(path, "empty file (0 bytes)")
-
-
-def _ffmpeg_reason(error: Exception) -> str:
-  return getattr(error, "strerror", None) or str(error)
-
-
-class _FrameEncoder:
-  """Resizes decoded frames to the output size, turns them upright and encodes them as JPEG.
-
-  The size and the rotation come from the first frame (its display matrix, as a player
-  shows it) and the stream's sample aspect ratio; a frame that resampling repeats is
-  encoded once.
+  short_side: frames resized so the short side has this many pixels (None or 0: as stored).
+  fps: resampled to this frame rate (None: every frame). max_frames: at most this many per
+  video (None: all). jpeg_quality: 1-100. workers: worker processes (None: every core; 1: in
+  this process, without the watchdog). video_timeout: seconds one video may take (None or 0:
+  no limit). videos_per_shard, or num_shards per split: the shard size. overwrite: replace a
+  dataset in the output directory that was made from other videos or settings.
   """
+  short_side: int | None = 256
+  fps: float | None = None
+  max_frames: int | None = None
+  jpeg_quality: int = 90
+  workers: int | None = None
+  video_timeout: float | None = 300
+  videos_per_shard: int = 32
+  num_shards: int | None = None
+  overwrite: bool = False
 
-  def __init__(self, stream, short_side: int | None, quality: int):
-    self.stream, self.short_side, self.quality = stream, short_side, quality
-    self.reformatter = VideoReformatter()  # keeps its scaler between frames: much faster
-    self.size = None  # (width, height, interpolation) as displayed
-    self.turns = 0  # quarter turns counter-clockwise from stored to displayed
-    self.last = (-1, b"")  # (source index, JPEG)
-
-  def __call__(self, frame, index: int) -> bytes:
-    if self.last[0] == index:
-      return self.last[1]
-    if self.size is None:
-      sar = self.stream.codec_context.sample_aspect_ratio
-      display_width = round(frame.width * float(sar)) if sar and float(sar) > 0 else frame.width
-      self.turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise
-      shown = (frame.height, display_width) if self.turns % 2 else (display_width, frame.height)
-      width, height = output_size(*shown, self.short_side)
-      # AREA filters properly when shrinking; when enlarging (UCF101's 240 -> 256) BILINEAR is
-      # as good at such small factors and half the cost of BICUBIC.
-      smaller = width * height < frame.width * frame.height
-      self.size = (width, height, "AREA" if smaller else "BILINEAR")
-    width, height, interpolation = self.size
-    if self.turns % 2:  # scale in the stored orientation, then turn
-      width, height = height, width
-    rgb = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
-                                    interpolation=interpolation).to_ndarray()
-    rgb = np.rot90(rgb, self.turns)
-    self.last = (index, tf.io.encode_jpeg(rgb, quality=self.quality).numpy())
-    return self.last[1]
-
-
-def decode_video(path: str, *, short_side: int | None = 256, fps: float | None = None,
-                 max_frames: int | None = None, jpeg_quality: int = 90,
-                 timeout: float | None = None) -> DecodedVideo:
-  """Decodes `path` to JPEG frames as a player shows them, the short side resized to `short_side`.
-
-  Frames are turned upright by the display matrix (phone videos stored landscape
-  with a rotation come out portrait). `fps`: resample to this frame rate by
-  timestamp (output frame k shows the source frame on screen at k / fps; None
-  keeps every frame at the source rate). `max_frames`: keep at most this many
-  output frames. `timeout`: give up after this many seconds (checked between
-  frames; None or 0: no limit). Raises `VideoError` (a `VidtxError`) for a
-  missing, empty, truncated or undecodable file, one without video frames, or
-  one that takes too long.
-  """
-  path = os.fspath(path)
-  _check_file(path)
-  deadline = time.monotonic() + timeout if timeout else None
-  try:
-    container = av.open(path, metadata_errors="ignore")
-  except (av.FFmpegError, OSError, ValueError) as e:
-    raise VideoError(path, "cannot be opened as a video: not a video file, or truncated "
-                     f"({_ffmpeg_reason(e)})") from None
-  with container:
-    if not container.streams.video:
-      raise VideoError(path, "has no video stream")
-    stream = container.streams.video[0]
-    rate = _stream_rate(stream)
-    encode = _FrameEncoder(stream, short_side, jpeg_quality)
-    limit = max_frames or sys.maxsize
-    jpegs: list[bytes] = []
-    times: list[float] = []  # presentation time of every decoded frame
-    held = None  # resampling: (frame, index) is shown until the next frame's time
-    try:
-      for index, frame in enumerate(container.decode(stream)):
-        t = float(frame.time) if frame.time is not None else index / (rate or 25.0)
-        if times and t <= times[-1]:  # a broken timestamp: step by the nominal rate instead
-          t = times[-1] + 1.0 / (rate or 25.0)
-        times.append(t)
-        if fps is None:
-          jpegs.append(encode(frame, index))
-        elif held is not None:
-          while len(jpegs) < min(frames_before(times[0], fps, t), limit):
-            jpegs.append(encode(*held))
-        held = (frame, index)
-        if len(jpegs) >= limit:
-          break
-        if deadline is not None and time.monotonic() > deadline:
-          raise VideoError(path, f"decoding took longer than {timeout:g} s (--video_timeout); "
-                           "a slow or pathological file, or an overloaded machine")
-    except av.FFmpegError as e:
-      raise VideoError(path, f"decoding failed after {len(times)} frames, the file is truncated "
-                       f"or corrupt ({_ffmpeg_reason(e)})") from None
-    if not times:
-      raise VideoError(path, "no frames could be decoded")
-    stopped_early = len(jpegs) >= limit
-    if not stopped_early and stream.frames and len(times) < _TRUNCATED_SHARE * stream.frames:
-      raise VideoError(path, f"truncated: decoded {len(times)} of the {stream.frames} frames "
-                       "in its header")
-    if rate is None:  # no rate in the container: measure it
-      span = times[-1] - times[0]
-      rate = (len(times) - 1) / span if span > 0 else 25.0
-    if fps is not None and not stopped_early:
-      end = times[-1] + 1.0 / rate  # the last frame lasts one source frame period
-      while len(jpegs) < min(frames_before(times[0], fps, end), limit):
-        jpegs.append(encode(*held))
-    width, height, _ = encode.size
-    return DecodedVideo(jpeg_frames=jpegs, fps=float(fps or rate), height=height, width=width,
-                        codec=stream.codec_context.name)
+  def check(self) -> None:
+    """A VidtxError naming the first bad setting."""
+    if self.short_side is not None and self.short_side < 0:
+      raise VidtxError(f"short_side must be positive (or 0 to keep the size), got {self.short_side}")
+    if self.fps is not None and self.fps <= 0:
+      raise VidtxError(f"fps must be positive, got {self.fps}")
+    if self.max_frames is not None and self.max_frames < 1:
+      raise VidtxError(f"max_frames must be at least 1, got {self.max_frames}")
+    if not 1 <= self.jpeg_quality <= 100:
+      raise VidtxError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+    if self.workers is not None and self.workers < 1:
+      raise VidtxError(f"workers must be at least 1, got {self.workers}")
+    if self.video_timeout is not None and self.video_timeout < 0:
+      raise VidtxError(f"video_timeout must be positive (or 0 for no limit), got {self.video_timeout}")
+    if self.videos_per_shard < 1 or (self.num_shards is not None and self.num_shards < 1):
+      raise VidtxError("videos_per_shard and num_shards must be at least 1")
 
 
 # ----------------------------------------------------------------------------- the plan
 @dataclasses.dataclass(frozen=True)
-class _Settings:
+class _Frames:
+  """What a shard's bytes depend on besides its videos (fingerprinted: field names included)."""
   short_side: int | None
   fps: float | None
   max_frames: int | None
@@ -237,6 +108,9 @@ class _Shard:
   entries: tuple[VideoEntry, ...]
   fingerprint: str
 
+  def __str__(self) -> str:
+    return f"shard {self.index} of split {self.split!r}"
+
 
 def _sha256(obj) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
@@ -247,7 +121,7 @@ def _id_order(entry: VideoEntry) -> tuple[str, str]:
   return hashlib.sha256(entry.video_id.encode()).hexdigest(), entry.path
 
 
-def _plan_shards(split: str, entries: Sequence[VideoEntry], settings: _Settings, *,
+def _plan_shards(split: str, entries: Sequence[VideoEntry], frames: _Frames, *,
                 videos_per_shard: int, num_shards: int | None = None) -> list[_Shard]:
   """The shards of one split: entries in hash-of-id order, cut into contiguous runs."""
   ordered = sorted(entries, key=_id_order)
@@ -260,7 +134,7 @@ def _plan_shards(split: str, entries: Sequence[VideoEntry], settings: _Settings,
   for i in range(count):
     chunk = tuple(ordered[bounds[i]:bounds[i + 1]])
     fingerprint = _sha256({
-        "version": _PLAN_VERSION, "settings": dataclasses.asdict(settings), "split": split,
+        "version": _PLAN_VERSION, "settings": dataclasses.asdict(frames), "split": split,
         "entries": [[e.path, e.label, e.video_id] for e in chunk]})
     shards.append(_Shard(split, i, chunk, fingerprint))
   return shards
@@ -310,38 +184,36 @@ def _features(class_names: tuple[str, ...]):
   return data_format.features(class_names)
 
 
-def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout: float | None,
-               fatal: Mapping[str, str], on_start: Callable[[str], None],
-               on_done: Callable[[bool], None]) -> dict:
+def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frames,
+               work_dir: str, video_timeout: float | None) -> dict:
   """Decodes the videos of `shard`, writes its part atomically, then its done-marker.
 
-  `fatal`: path -> reason of videos that hung or killed a worker before; they fail without
-  decoding.
-  `on_start(path)` and `on_done(ok)` tell the progress of each video.
+  `skip`: path -> reason of videos that hung or killed a worker before; they fail without
+  decoding. `report` hears of each video (see vidtx.data.workers).
   """
-  spec = _features(settings.class_names)
-  failures, codecs, frames = [], collections.Counter(), []
+  spec = _features(frames.class_names)
+  failures, codecs, frame_counts = [], collections.Counter(), []
 
   def fail(entry, reason):
     failures.append(dataclasses.asdict(Failure(shard.split, entry.video_id, entry.path, reason)))
-    on_done(False)
+    report.done(False)
 
   def records():
     for entry in shard.entries:
-      if entry.path in fatal:
-        fail(entry, fatal[entry.path])
+      if entry.path in skip:
+        fail(entry, skip[entry.path])
         continue
-      on_start(entry.path)
+      report.start(entry.path)
       try:
-        video = decode_video(entry.path, short_side=settings.short_side, fps=settings.fps,
-                             max_frames=settings.max_frames, jpeg_quality=settings.jpeg_quality,
-                             timeout=video_timeout)
+        video = decode.decode_video(entry.path, short_side=frames.short_side, fps=frames.fps,
+                                    max_frames=frames.max_frames,
+                                    jpeg_quality=frames.jpeg_quality, timeout=video_timeout)
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the run)
-        fail(entry, e.reason if isinstance(e, VideoError) else f"{type(e).__name__}: {e}")
+        fail(entry, e.reason if isinstance(e, decode.VideoError) else f"{type(e).__name__}: {e}")
         continue
       codecs[video.codec] += 1
-      frames.append(len(video.jpeg_frames))
-      on_done(True)
+      frame_counts.append(len(video.jpeg_frames))
+      report.done(True)
       yield data_format.serialize_example(spec, jpeg_frames=video.jpeg_frames, label=entry.label,
                                           video_id=entry.video_id, fps=video.fps)
 
@@ -350,81 +222,14 @@ def _run_shard(shard: _Shard, settings: _Settings, work_dir: str, video_timeout:
   frame_index.write(part)
   marker = {"fingerprint": shard.fingerprint, "split": shard.split, "index": shard.index,
             "count": count, "bytes": os.path.getsize(part), "failures": failures,
-            "codecs": dict(codecs), "frames": frames}
+            "codecs": dict(codecs), "frames": frame_counts}
   _write_json(_marker_path(work_dir, shard), marker)
   return marker
 
 
-_worker_queue = None
-
-
-def _init_worker(progress_queue) -> None:
-  global _worker_queue
-  _worker_queue = progress_queue
-  signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+def _one_thread_per_worker() -> None:
   tf.config.threading.set_intra_op_parallelism_threads(1)  # one process per core already
   tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
-def _run_shard_in_worker(shard: _Shard, settings: _Settings, work_dir: str,
-                         video_timeout: float | None, fatal: Mapping[str, str]) -> dict:
-  """_run_shard in a worker: progress messages are ("start", pid, path) and ("done", pid, ok)."""
-  pid = os.getpid()
-  return _run_shard(shard, settings, work_dir, video_timeout, fatal,
-                    on_start=lambda path: _worker_queue.put(("start", pid, path)),
-                    on_done=lambda ok: _worker_queue.put(("done", pid, ok)))
-
-
-# ----------------------------------------------------------------------------- progress
-class _Progress:
-  """One status line on stderr: done/total, failures, videos/s, ETA (redrawn on a terminal)."""
-
-  def __init__(self, total: int, already: int, enabled: bool):
-    self.total, self.done, self.failed = total, already, 0
-    self.enabled = enabled
-    self.tty = sys.stderr.isatty()
-    self.first = None  # (time, done) at the first video of this run: worker start-up is not speed
-    self.last_print = time.monotonic()
-
-  def update(self, ok: bool) -> None:
-    self.done += 1
-    self.failed += not ok
-    if self.first is None:
-      self.first = (time.monotonic(), self.done)
-    self.show()
-
-  def rewind(self, done: int, failed: int) -> None:
-    """Back to these counts when unfinished shards start over; the speed is measured anew."""
-    self.done, self.failed, self.first = done, failed, None
-
-  def line(self) -> str:
-    rate = 0.0
-    if self.first is not None and self.done > self.first[1]:
-      rate = (self.done - self.first[1]) / max(time.monotonic() - self.first[0], 1e-9)
-    eta = str(datetime.timedelta(seconds=round((self.total - self.done) / rate))) if rate else "?"
-    return (f"prepare: {self.done}/{self.total} videos ({self.failed} failed), "
-            f"{rate:.1f} videos/s, ETA {eta}")
-
-  def show(self, force: bool = False) -> None:
-    if not self.enabled:
-      return
-    now = time.monotonic()
-    if not force and now - self.last_print < (0.5 if self.tty else 10.0):
-      return
-    self.last_print = now
-    print(("\r" + self.line()) if self.tty else self.line(), end="" if self.tty else "\n",
-          file=sys.stderr, flush=True)
-
-  def close(self) -> None:
-    if self.enabled:
-      self.show(force=True)
-      if self.tty:
-        print(file=sys.stderr)
-
-
-def _say(message: str, enabled: bool = True) -> None:
-  if enabled:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _completed_markers(work_dir: str, shards: Sequence[_Shard]) -> dict[tuple[str, int], dict]:
@@ -437,167 +242,35 @@ def _completed_markers(work_dir: str, shards: Sequence[_Shard]) -> dict[tuple[st
   return markers
 
 
-def _run_shards(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int | None,
-                video_timeout: float | None, progress: _Progress) -> dict[tuple[str, int], dict]:
-  """Runs the shards in this process (workers=None) or in `workers` worker processes.
+def _run_shards(shards: Sequence[_Shard], frames: _Frames, work_dir: str, processes: int | None,
+                video_timeout: float | None, status: messages.Status,
+                warn: Callable[[str], None]) -> dict[tuple[str, int], dict]:
+  """Runs the shards in this process (processes=None) or in worker processes; their markers.
 
-  Returns their markers.
-
-  A worker that dies on a video (a decoder crash, the kernel's OOM killer) or stays on one
-  video_timeout + _HANG_GRACE seconds (and is killed) loses that video: it is recorded in
-  fatal.json and the unfinished shards start over without it.
+  A video that hung or killed its worker is recorded in fatal.json: its shard starts over
+  without it, and so does a re-run of the command.
   """
   fatal_path = os.path.join(work_dir, _FATAL_FILE)
   fatal = _read_json(fatal_path) or {}
-  if workers is None:
-    return {(shard.split, shard.index): _run_shard(shard, settings, work_dir, video_timeout, fatal,
-                                                    on_start=lambda path: None,
-                                                    on_done=progress.update)
-            for shard in shards}
-  markers, todo = {}, list(shards)
-  while True:
-    new_markers, lost = _run_pool(todo, settings, work_dir, workers, video_timeout, fatal,
-                                  progress)
-    markers.update(new_markers)
-    if not lost:
-      return markers
-    fatal.update(lost)  # lost videos are new ones (fatal ones are never decoded): this loop ends
-    _write_json(fatal_path, fatal)
-    markers.update(_completed_markers(work_dir, todo))  # finished as the pool broke
-    todo = [s for s in todo if (s.split, s.index) not in markers]
-    progress.close()
-    for video, reason in lost.items():
-      _say(f"warning: {video}: {reason}. The {len(todo)} unfinished shard(s) start over "
-           "without it.", progress.enabled)
-    progress.rewind(done=progress.total - sum(len(s.entries) for s in todo),
-                    failed=sum(len(m["failures"]) for m in markers.values()))
+  counts = collections.defaultdict(lambda: [0, 0])  # shard -> [videos done, failed] this try
 
+  def on_done(index, ok):
+    counts[index][0] += 1
+    counts[index][1] += not ok
+    status.update(advance=1, extra=f"{sum(c[1] for c in counts.values())} failed")
 
-# The signal that ended a worker -> the likely cause, for the report.
-_SIGNAL_CAUSES = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "decoder crash",
-                  signal.SIGBUS: "decoder crash", signal.SIGILL: "decoder crash",
-                  signal.SIGFPE: "decoder crash", signal.SIGABRT: "decoder crash"}
+  def on_lost(index, video, reason):
+    _write_json(fatal_path, fatal)  # `fatal` holds the video already
+    status.close()
+    warn(f"{video}: {reason}. Its shard starts over without it.")
+    status.restart_rate(status.done - counts.pop(index, [0, 0])[0])
 
-
-def _how_it_died(exitcode: int) -> str:
-  """multiprocessing's exit code in words: -9 -> 'killed by signal 9, SIGKILL: out of memory?'."""
-  if exitcode >= 0:
-    return f"exited with code {exitcode}"
-  try:
-    name = signal.Signals(-exitcode).name
-  except ValueError:
-    return f"killed by signal {-exitcode}"
-  cause = _SIGNAL_CAUSES.get(-exitcode)
-  return f"killed by signal {-exitcode}, {name}" + (f": {cause}" if cause else "")
-
-
-def _videos_lost(exitcodes: Mapping[int, int | None], decoding: Mapping[int, str],
-                 hung: Mapping[int, str], hang_reason: str) -> tuple[dict[str, str], list[str]]:
-  """After a pool broke: the videos its dead workers were on, and how the others died.
-
-  `exitcodes`: pid -> exit code of every worker once joined (negative: the signal);
-  `decoding`: pid -> the video a worker started and did not finish; `hung`: pid -> the
-  video of the worker the watchdog killed. Returns (video -> reason, how each dead
-  worker that was on no video died). The broken pool stops the survivors with SIGTERM.
-  """
-  lost, unexplained = {}, []
-  for pid, code in sorted(exitcodes.items()):
-    if pid in hung:
-      lost[hung[pid]] = hang_reason
-    elif code is None or code == -signal.SIGTERM:
-      continue
-    elif pid in decoding:
-      lost[decoding[pid]] = f"the worker decoding it died ({_how_it_died(code)})"
-    else:
-      unexplained.append(_how_it_died(code))
-  return lost, unexplained
-
-
-def _run_pool(shards: Sequence[_Shard], settings: _Settings, work_dir: str, workers: int,
-              video_timeout: float | None, fatal: Mapping[str, str],
-              progress: _Progress) -> tuple[dict[tuple[str, int], dict], dict[str, str]]:
-  """Runs `shards` in a pool of worker processes; returns their markers and the videos lost.
-
-  No video is lost when every shard is done. Otherwise a worker died on each lost video
-  (path -> reason), or the watchdog killed it there; that broke the pool: the other
-  workers were stopped and their shards left unfinished. A pool that breaks with no
-  video to blame (a worker died between videos) is an error; re-running resumes.
-  """
-  # forkserver: workers start from a clean process with TensorFlow imported once, never a
-  # fork of a caller that may already run TensorFlow or JAX threads.
-  if "forkserver" in multiprocessing.get_all_start_methods():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-  else:
-    context = multiprocessing.get_context("spawn")
-  # SimpleQueue.put writes before it returns (Queue's thread may not): a worker that crashes
-  # right after ("start", pid, path) has still told which video it was on.
-  progress_queue = context.SimpleQueue()
-  pool = concurrent.futures.ProcessPoolExecutor(
-      max_workers=workers, mp_context=context, initializer=_init_worker,
-      initargs=(progress_queue,))
-  started = {}  # worker pid -> (video, when the parent heard that it started)
-
-  def drain():
-    while not progress_queue.empty():
-      kind, pid, value = progress_queue.get()
-      if kind == "start":
-        started[pid] = (value, time.monotonic())
-      else:
-        started.pop(pid, None)  # a fatal video fails without a start
-        progress.update(value)
-
-  markers, hung, broken = {}, {}, None  # hung: pid -> video of the worker the watchdog killed
-  try:
-    futures = {pool.submit(_run_shard_in_worker, shard, settings, work_dir, video_timeout,
-                           fatal): shard for shard in shards}
-    remaining = set(futures)
-    while remaining:
-      done, remaining = concurrent.futures.wait(
-          remaining, timeout=0.25, return_when=concurrent.futures.FIRST_COMPLETED)
-      drain()
-      for future in done:
-        shard = futures[future]
-        try:
-          markers[(shard.split, shard.index)] = future.result()
-        except concurrent.futures.process.BrokenProcessPool as e:  # a worker died: see below
-          broken = e
-        except Exception as e:  # the worker could not write: keep what is done
-          raise VidtxError(
-              f"preparing shard {shard.index} of split {shard.split!r} failed "
-              f"({type(e).__name__}: {e}); finished shards are kept, re-run the same command "
-              "to resume") from e
-      if video_timeout and broken is None and not hung:
-        now = time.monotonic()
-        for pid, (video, since) in started.items():
-          if now - since > video_timeout + _HANG_GRACE:
-            os.kill(pid, signal.SIGKILL)  # SIGTERM cannot stop a process stuck in C code
-            hung[pid] = video
-            break
-    processes = dict(pool._processes or {})  # pylint: disable=protected-access  (shutdown drops)
-    pool.shutdown(wait=True)  # joins the workers: their exit codes are final
-    drain()
-  except BaseException:
-    # Stop now rather than after the running shards: their parts are written atomically.
-    for process in list((pool._processes or {}).values()):  # pylint: disable=protected-access
-      process.terminate()
-    pool.shutdown(wait=False, cancel_futures=True)
-    raise
-  finally:
-    progress_queue.close()
-  if broken is None:
-    return markers, {}
-  hang_reason = (f"decoder hung: no progress for {video_timeout + _HANG_GRACE:g} s; killed"
-                 if hung else "")
-  lost, unexplained = _videos_lost(
-      {pid: process.exitcode for pid, process in processes.items()},
-      {pid: video for pid, (video, _) in started.items()}, hung, hang_reason)
-  if not lost:
-    died = "a worker process died" + (f" ({'; '.join(unexplained)})" if unexplained else "")
-    raise VidtxError(f"{died} while on no video, so no video is to blame "
-                     f"({type(broken).__name__}: {broken}); finished shards are kept, re-run the "
-                     "same command to resume") from broken
-  return markers, lost
+  run = functools.partial(_run_shard, frames=frames, work_dir=work_dir,
+                          video_timeout=video_timeout)
+  done = workers.run_shards(shards, run, processes=processes, video_timeout=video_timeout,
+                            skip=fatal, on_done=on_done, on_lost=on_lost,
+                            worker_setup=_one_thread_per_worker)
+  return {(shard.split, shard.index): marker for shard, marker in zip(shards, done)}
 
 
 # ----------------------------------------------------------------------------- finishing
@@ -638,7 +311,7 @@ def _split_summary(markers: Sequence[dict], known_failures: int) -> dict:
 
 def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
             markers: Mapping[tuple[str, int], dict], known: Sequence[Failure],
-            info: dict, verbose: bool) -> dict:
+            info: dict, warn: Callable[[str], None]) -> dict:
   """Moves the non-empty parts (and their frame indexes) to their TFDS names; writes report,
   info, then metadata."""
   moves, split_sizes, splits_info, codecs, failures = [], {}, {}, collections.Counter(), []
@@ -681,8 +354,7 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
     raise VidtxError(f"no video could be prepared into {out_dir} ({len(failures)} failed); "
                      f"the reasons are in {report}")
   for split in empty:
-    _say(f"warning: split {split!r} has no usable video and is not written (see {report})",
-         verbose)
+    warn(f"split {split!r} has no usable video and is not written (see {report})")
   data_format.write_metadata(out_dir, info["class_names"], description=info["source"],
                              split_sizes=split_sizes)
   shutil.rmtree(work_dir, ignore_errors=True)
@@ -714,9 +386,7 @@ def _already_prepared(out_dir: str, fingerprint: str) -> dict | None:
   return info
 
 
-def _validate(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[str], *,
-              short_side, fps, max_frames, jpeg_quality, video_timeout, videos_per_shard,
-              num_shards) -> None:
+def _check_splits(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[str]) -> None:
   if not class_names:
     raise VidtxError("no class names: a dataset needs at least one class")
   duplicates = sorted(n for n, c in collections.Counter(class_names).items() if c > 1)
@@ -733,18 +403,6 @@ def _validate(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[
     for e in entries:
       if not 0 <= e.label < len(class_names):
         raise VidtxError(f"{e.path}: label {e.label} is outside 0..{len(class_names) - 1}")
-  if short_side is not None and short_side < 0:
-    raise VidtxError(f"short_side must be positive (or 0 to keep the size), got {short_side}")
-  if fps is not None and fps <= 0:
-    raise VidtxError(f"fps must be positive, got {fps}")
-  if max_frames is not None and max_frames < 1:
-    raise VidtxError(f"max_frames must be at least 1, got {max_frames}")
-  if not 1 <= jpeg_quality <= 100:
-    raise VidtxError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
-  if video_timeout is not None and video_timeout < 0:
-    raise VidtxError(f"video_timeout must be positive (or 0 for no limit), got {video_timeout}")
-  if videos_per_shard < 1 or (num_shards is not None and num_shards < 1):
-    raise VidtxError("videos_per_shard and num_shards must be at least 1")
 
 
 def default_workers() -> int:
@@ -755,33 +413,33 @@ def default_workers() -> int:
     return os.cpu_count() or 1
 
 
+def _quiet(text: str) -> None:
+  del text
+
+
 def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
-                    class_names: Sequence[str], *, short_side: int | None = 256,
-                    fps: float | None = None, max_frames: int | None = None,
-                    jpeg_quality: int = 90, workers: int | None = None,
-                    video_timeout: float | None = 300, videos_per_shard: int = 32,
-                    num_shards: int | None = None,
-                    source: str = "", details: Mapping | None = None,
-                    failures: Sequence[Failure] = (), command: str | None = None,
-                    overwrite: bool = False, verbose: bool = True) -> dict:
+                    class_names: Sequence[str], settings: Settings = Settings(), *,
+                    failures: Sequence[Failure] = (), source: str = "",
+                    details: Mapping | None = None, command: str | None = None,
+                    verbose: bool = True) -> dict:
   """Decodes every entry of `splits` and writes a prepared dataset to `out_dir`.
 
   `splits`: split name -> videos; labels index `class_names` (one label map for all
-  splits). `failures`: videos already known to be unusable (e.g. clips missing from a
-  download), reported like decoding failures. `videos_per_shard` (or `num_shards`
-  per split) sets the shard size; one worker process writes one shard at a time
-  (`workers=1`: in this process). `video_timeout`: seconds one video may take (None
-  or 0: no limit); a worker process stuck in the decoder longer than that is killed
-  and its video fails, as does a video on which a worker process dies (a decoder
-  crash, the OOM killer): the run goes on without it. A video that fails is skipped
-  and listed in prepare_report.txt. Re-running after an interruption keeps the
-  finished shards. Returns the contents of prepare_info.json.
+  splits). `settings`: see `Settings`; one worker process writes one shard at a time,
+  and a worker process stuck in the decoder longer than video_timeout is killed and its
+  video fails, as does a video on which a worker process dies (a decoder crash, the OOM
+  killer): the run goes on without it. `failures`: videos already known to be unusable
+  (e.g. clips missing from a download), reported like decoding failures. `source`,
+  `details`: what the videos are, and `command` (default: this process's command line), how
+  the dataset was made: for prepare_info.json. A video that fails is skipped
+  and listed in prepare_report.txt. Re-running after an interruption keeps the finished
+  shards. Returns the contents of prepare_info.json.
   """
-  _validate(splits, class_names, short_side=short_side, fps=fps, max_frames=max_frames,
-            jpeg_quality=jpeg_quality, video_timeout=video_timeout,
-            videos_per_shard=videos_per_shard, num_shards=num_shards)
-  settings = _Settings(short_side or None, float(fps) if fps else None, max_frames,
-                       int(jpeg_quality), tuple(class_names))
+  say, warn = (messages.say, messages.warn) if verbose else (_quiet, _quiet)
+  _check_splits(splits, class_names)
+  settings.check()
+  frames = _Frames(settings.short_side or None, float(settings.fps) if settings.fps else None,
+                   settings.max_frames, int(settings.jpeg_quality), tuple(class_names))
   known = list(failures)
   plan = {}
   for split, entries in splits.items():
@@ -794,17 +452,17 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
         continue
       seen[e.video_id] = e.path
       unique.append(e)
-    plan[split] = _plan_shards(split, unique, settings, videos_per_shard=videos_per_shard,
-                               num_shards=num_shards)
+    plan[split] = _plan_shards(split, unique, frames, videos_per_shard=settings.videos_per_shard,
+                               num_shards=settings.num_shards)
   fingerprint = _sha256({"shards": {s: [x.fingerprint for x in v] for s, v in plan.items()},
                          "known": sorted(dataclasses.astuple(f) for f in known)})
 
   done = _already_prepared(out_dir, fingerprint)
   if done is not None:
-    _say(f"{out_dir} is already prepared with these videos and settings; nothing to do", verbose)
+    say(f"{out_dir} is already prepared with these videos and settings; nothing to do")
     return done
   if data_format.is_prepared(out_dir):
-    if not overwrite:
+    if not settings.overwrite:
       raise VidtxError(
           f"{out_dir} already holds a prepared dataset made from other videos or settings; "
           "choose another output directory or pass overwrite (--overwrite) to replace it")
@@ -822,41 +480,43 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   total = sum(len(s.entries) for s in shards)
   # One worker runs in this process; more run in worker processes (a pool of one where only
   # one shard is left), where a decoder that hangs or crashes loses one video, not the run.
-  in_process = (workers or default_workers()) == 1
-  workers = max(1, min(workers or default_workers(), len(todo)))
+  requested = settings.workers or default_workers()
+  num_workers = max(1, min(requested, len(todo)))
   if markers:
-    _say(f"resuming: {len(markers)} of {len(shards)} shards are already done", verbose)
+    say(f"resuming: {len(markers)} of {len(shards)} shards are already done")
   sizes = ", ".join(f"{k}: {sum(len(s.entries) for s in v)}" for k, v in plan.items())
-  _say(f"preparing {total} videos ({len(class_names)} classes; {sizes}) into {out_dir} "
-       f"with {workers} worker(s)", verbose)
-  progress = _Progress(total, total - sum(len(s.entries) for s in todo), verbose)
+  say(f"preparing {total} videos ({len(class_names)} classes; {sizes}) into {out_dir} "
+      f"with {num_workers} worker(s)")
+  status = messages.Status("prepare", total, unit="videos", enabled=verbose,
+                           done=total - sum(len(s.entries) for s in todo))
+  status.extra = "0 failed"
   start = time.monotonic()
   try:
-    markers.update(_run_shards(todo, settings, work_dir, None if in_process else workers,
-                               video_timeout, progress))
+    markers.update(_run_shards(todo, frames, work_dir, None if requested == 1 else num_workers,
+                               settings.video_timeout, status, warn))
   except KeyboardInterrupt:
-    progress.close()
-    _say("interrupted: finished shards are kept; re-run the same command to resume", verbose)
+    status.close()
+    say("interrupted: finished shards are kept; re-run the same command to resume")
     raise
-  progress.close()
+  status.close()
   elapsed = time.monotonic() - start
 
   info = {
       "source": source, "details": dict(details or {}),
-      "short_side": settings.short_side, "fps": settings.fps, "max_frames": max_frames,
-      "jpeg_quality": settings.jpeg_quality, "num_classes": len(class_names),
+      "short_side": frames.short_side, "fps": frames.fps, "max_frames": settings.max_frames,
+      "jpeg_quality": frames.jpeg_quality, "num_classes": len(class_names),
       "class_names": list(class_names),
       "command": command if command is not None else shlex.join(sys.argv),
       "vidtx_version": _vidtx_version(),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "workers": workers, "video_timeout": video_timeout or None, "seconds": round(elapsed, 1),
-      "fingerprint": fingerprint,
+      "workers": num_workers, "video_timeout": settings.video_timeout or None,
+      "seconds": round(elapsed, 1), "fingerprint": fingerprint,
   }
-  info = _finish(out_dir, work_dir, plan, markers, known, info, verbose)
+  info = _finish(out_dir, work_dir, plan, markers, known, info, warn)
   summary = ", ".join(f"{k}: {v['videos']} videos" + (f" ({v['failed']} failed)" if v["failed"] else "")
                       for k, v in info["splits"].items())
   skipped = f"; skipped videos are listed in {os.path.join(out_dir, REPORT_FILE)}" if info["failed"] else ""
   done_now = sum(len(s.entries) for s in todo)
-  _say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s), {done_now} videos in {elapsed:.1f}s "
-       f"({done_now / max(elapsed, 1e-9):.2f} videos/s with {workers} worker(s)){skipped}", verbose)
+  say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s), {done_now} videos in {elapsed:.1f}s "
+      f"({done_now / max(elapsed, 1e-9):.2f} videos/s with {num_workers} worker(s)){skipped}")
   return info

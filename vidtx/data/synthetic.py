@@ -20,12 +20,11 @@ import json
 import math
 import os
 import shutil
-import sys
-import time
 
 import av
 import numpy as np
 
+from vidtx import messages
 from vidtx.errors import VidtxError
 
 # (forward class, its time-reverse, motion, direction of the forward class in image axes: x right, y down)
@@ -218,7 +217,9 @@ def write_synthetic_videos(out_dir: str, *, num_classes: int = 8, videos_per_cla
                 size=size, num_frames=num_frames, fps=fps, codec=codec, generator=GENERATOR)
   plan = layout(videos_per_class)
   os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-  train, test, start = [], [], time.monotonic()
+  train, test = [], []
+  status = messages.Status("synthetic", num_classes * len(plan), unit="videos",
+                           enabled=verbose)
   for label, name in enumerate(names):
     os.makedirs(os.path.join(out_dir, "videos", name), exist_ok=True)
     for group, clip, is_test in plan:
@@ -226,11 +227,8 @@ def write_synthetic_videos(out_dir: str, *, num_classes: int = 8, videos_per_cla
       frames = render_video(label, size=size, num_frames=num_frames, seed=seed, group=group, clip=clip)
       write_video(os.path.join(out_dir, "videos", rel), frames, fps=fps, codec=codec)
       (test if is_test else train).append(rel if is_test else f"{rel} {label + 1}")
-    if verbose:
-      print(f"\rsynthetic: wrote {(label + 1) * len(plan)}/{num_classes * len(plan)} videos "
-            f"({time.monotonic() - start:.1f}s)", end="", file=sys.stderr, flush=True)
-  if verbose:
-    print(file=sys.stderr)
+      status.update(advance=1)
+  status.close()
   annotations = os.path.join(out_dir, "annotations")
   with open(os.path.join(annotations, "classInd.txt"), "w") as f:
     f.write("".join(f"{i + 1} {name}\n" for i, name in enumerate(names)))
@@ -284,8 +282,7 @@ def ensure_synthetic_dataset(data_dir: str, *, num_classes: int = 8, videos_per_
     tmp = raw + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     if verbose:
-      print(f"synthetic: writing {num_classes} x {videos_per_class} videos to {raw}",
-            file=sys.stderr)
+      messages.say(f"synthetic: writing {num_classes} x {videos_per_class} videos to {raw}")
     write_synthetic_videos(tmp, verbose=verbose, **params)
     shutil.rmtree(raw, ignore_errors=True)
     os.replace(tmp, raw)
@@ -295,7 +292,8 @@ def ensure_synthetic_dataset(data_dir: str, *, num_classes: int = 8, videos_per_
   if workers is None and num_classes * videos_per_class <= 1000:
     workers = 1  # starting worker processes (each imports TensorFlow) costs more than it saves
   prepare.prepare_dataset(
-      data_dir, splits, names, short_side=short_side or size, jpeg_quality=90, workers=workers,
+      data_dir, splits, names,
+      prepare.Settings(short_side=short_side or size, jpeg_quality=90, workers=workers),
       source="synthetic motion dataset (vidtx.data.synthetic), UCF101 layout, split 1",
       details={"synthetic": wanted, "videos": raw, "ucf101_split": 1}, failures=failures,
       command=f"ensure_synthetic_dataset({data_dir!r}, **{wanted})", verbose=verbose)

@@ -3,7 +3,6 @@ import glob
 import importlib
 import os
 
-import jax
 import pytest
 
 from vidtx import flops, models, trainer
@@ -32,6 +31,11 @@ def test_every_seed_family_has_its_config():
   assert EXPECTED <= set(CONFIGS)
 
 
+def test_every_registered_family_has_a_config():
+  used = {get_config(name, arg).model.name for name in CONFIGS for arg in VARIANTS.get(name, [""])}
+  assert set(models.MODELS) <= used, sorted(set(models.MODELS) - used)
+
+
 @pytest.mark.parametrize("name,arg", [(n, a) for n in CONFIGS for a in VARIANTS.get(n, [""])])
 def test_full_size_config_builds_its_model(name, arg):
   config = get_config(name, arg)
@@ -40,7 +44,7 @@ def test_full_size_config_builds_its_model(name, arg):
   assert config.data.num_frames == config.model.num_frames
   assert config.data.image_size == config.model.image_size
   model = models.build(config.model)
-  params = jax.eval_shape(lambda: models.abstract_variables(model, config.model, jax.random.key(0)))
+  params = models.abstract_variables(model, config.model)
   assert flops.count_params(params["params"]) > 0
 
 

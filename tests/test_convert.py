@@ -400,6 +400,45 @@ def test_paddleclas_resnet_initialises_tsm_batch_stats(tmp_path):
                                 fresh["params"]["head"]["fc"]["kernel"])
 
 
+def test_paddle_backbone_weights_get_the_backbone_prefix(tmp_path):
+  """PaddleVideo's `pretrained=` files (e.g. ResNet50_vd_ssld_v2 for PP-TSM) hold backbone names."""
+  config = tiny("tsm")
+  source = convert.to_paddle(random_variables(config, seed=16), config)
+  backbone = {k[len("backbone."):]: v for k, v in source.items() if k.startswith("backbone.")}
+  path = tmp_path / "backbone.pdparams"
+  convert.save_pdparams(backbone, str(path))
+  fresh = random_variables(config, seed=17)
+  variables = convert.init_from(_init(path, "paddle"), fresh, config)
+  np.testing.assert_array_equal(variables["params"]["conv1_1"]["conv"]["kernel"],
+                                np.transpose(backbone["conv1_1._conv.weight"], (2, 3, 1, 0)))
+  np.testing.assert_array_equal(variables["params"]["head"]["fc"]["kernel"],
+                                fresh["params"]["head"]["fc"]["kernel"])
+
+
+def test_training_from_a_vit_checkpoint_says_what_it_loaded(smoke_data_dir, tmp_path, capsys):
+  """train.py --config configs/tokshift_ucf101.py:smoke=True with init_from a small big_vision ViT
+  prints how many tensors were loaded, left fresh and unused, and the position-grid resize."""
+  from configs import tokshift_ucf101
+  from vidtx import trainer
+  config = tokshift_ucf101.get_config("smoke=True")
+  m = config.model
+  npz = _big_vision_vit(np.random.default_rng(0), dim=m.hidden_size, heads=m.num_heads, depth=m.depth,
+                        patch=m.patch_size, grid=2)
+  path = tmp_path / "vit.npz"
+  np.savez(path, **npz)
+  config.data.dir = smoke_data_dir
+  config.init_from.update(path=str(path), format="big_vision")
+  config.train.update(num_steps=1, val_every=1, checkpoint_every=1)
+  trainer.train_and_evaluate(config, str(tmp_path / "run"))
+  out = capsys.readouterr().out
+  grid = m.image_size // m.patch_size
+  assert f"backbone.pos_embed: resizing the position grid 2x2 -> {grid}x{grid}" in out
+  # cls, pos, patch kernel and bias, 12 per block, final norm 2; the head (2) stays fresh.
+  loaded = 4 + 12 * m.depth + 2
+  assert (f"init_from {path}: {loaded} variables loaded, 2 left fresh (params/head/fc/") in out
+  assert "0 checkpoint entries unused" in out
+
+
 def test_paddle_video_checkpoint_for_fine_tuning_drops_a_different_head(tmp_path):
   k400 = tiny("timesformer", num_classes=7)
   path = str(tmp_path / "k400.pdparams")

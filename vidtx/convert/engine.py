@@ -91,7 +91,10 @@ def _listing(title: str, items: list[str], limit: int = 12) -> str:
 
 
 def _few(items: list[str], limit: int = 8) -> str:
-  return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+  """' (a, b, ...)' for a summary line; '' when there are none."""
+  if not items:
+    return ""
+  return " (" + ", ".join(items[:limit]) + (", ..." if len(items) > limit else "") + ")"
 
 
 def _fit_checkpoint(value, path, shape, name, family, model) -> np.ndarray:
@@ -262,8 +265,8 @@ def init_from(init_config, variables, model_config) -> dict:
     raise VidtxError(f"{path} ({fmt}): no entry matches the model's variables "
                      f"(checkpoint keys look like {sorted(source)[:4]})")
   unused = sorted(set(source) - used)
-  messages.say(f"init_from {path}: {len(loaded)} variables loaded, {len(fresh)} left fresh "
-               f"({_few(fresh)}), {len(unused)} checkpoint entries unused ({_few(unused)})")
+  messages.say(f"init_from {path}: {len(loaded)} variables loaded, {len(fresh)} left fresh"
+               f"{_few(fresh)}, {len(unused)} checkpoint entries unused{_few(unused)}")
   out = {}
   for ours, leaf in flat.items():
     if ours in loaded:

@@ -1,7 +1,9 @@
 """Pretraining checkpoints of other formats -> PaddleVideo names and layouts.
 
-  paddle      a PaddleVideo video checkpoint (.pdparams), as is
+  paddle      a PaddleVideo checkpoint (.pdparams): a whole model, or the backbone weights its
+              `pretrained=` option loads (names without `backbone.`, which is then added)
   paddleclas  a PaddleClas image checkpoint (ViT / Swin 2D / ResNet-vd .pdparams): `backbone.`
+              added; its classifier is never loaded
   big_vision  a big_vision / google ViT .npz: renamed to PaddleClas's ViT names
   timm        a timm ViT .safetensors: PaddleClas's names, torch Linear weights transposed
 
@@ -87,13 +89,11 @@ def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
 def pretrained_state(arrays: Mapping[str, np.ndarray], fmt: str, where: str = "(in memory)"
                      ) -> dict[str, np.ndarray]:
   """Loaded arrays of format `fmt` -> PaddleVideo names and layouts (see `read_pretrained`)."""
-  if fmt == "paddle":
-    return dict(arrays)
   if fmt == "big_vision":
     state = _vit_from_big_vision(arrays, where)
   elif fmt == "timm":
     state = _from_timm(arrays)
-  elif fmt == "paddleclas":
+  elif fmt in ("paddle", "paddleclas"):
     state = dict(arrays)
   else:
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")

@@ -32,14 +32,10 @@ import numpy as np
 from absl import flags
 
 from vidtx import cli, messages
-from vidtx.data import sampling
+from vidtx.data import sampling, workers
 from vidtx.errors import VidtxError
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v")
-
-
-def usable_cores() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def bench_pipeline(opts) -> dict:
@@ -178,8 +174,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("shuffle_buffer", 64, "Examples in the shuffle buffer.")
   flags.DEFINE_bool("whole_records", False, "Read whole records even where the dataset has a "
                     "frame index.")
-  flags.DEFINE_integer("threads", usable_cores(), "tf.data private thread pool size / baseline "
-                       "worker processes.")
+  flags.DEFINE_integer("threads", workers.usable_cores(), "tf.data private thread pool size / "
+                       "baseline worker processes.")
   flags.DEFINE_string("videos_dir", None, "Source videos for the PyAV baseline (dir or list file).")
   flags.DEFINE_integer("baseline_clips", 64, "Clips the baseline makes.")
   flags.DEFINE_enum("baseline_rgb", "all", ["all", "sampled"], "Convert every decoded frame to RGB "
@@ -194,7 +190,7 @@ def main(argv) -> None:
   cli.require(opts, "data_dir")
   results = {"command": " ".join(["python -m vidtx.data.bench"] + sys.argv[1:]),
              "date": datetime.datetime.now().isoformat(timespec="seconds"),
-             "host": {"cpu": _cpu_model(), "usable_cores": usable_cores(),
+             "host": {"cpu": _cpu_model(), "usable_cores": workers.usable_cores(),
                       "python": platform.python_version()},
              "runs": [bench_pipeline(opts)]}
   if opts.videos_dir:

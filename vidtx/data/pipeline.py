@@ -105,7 +105,7 @@ def make_eval_dataset(data, *, split: str, batch_size: int, num_clips: int, num_
   def example(position, *element):
     video = source.video(*element)
     indices = clips.test_indices(video.length, video.fps, data, num_clips)
-    return {"video": views.views(video.frames(indices), data, num_clips, num_crops),
+    return {"video": views.from_jpegs(video.frames(indices), data, num_clips, num_crops),
             "label": video.label, "mask": tf.constant(True),
             "index": tf.cast(position, tf.int32)}
 

@@ -405,14 +405,6 @@ def _check_splits(splits: Mapping[str, Sequence[VideoEntry]], class_names: Seque
         raise VidtxError(f"{e.path}: label {e.label} is outside 0..{len(class_names) - 1}")
 
 
-def default_workers() -> int:
-  """All the CPU cores this process may use."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:
-    return os.cpu_count() or 1
-
-
 def _quiet(text: str) -> None:
   del text
 
@@ -480,7 +472,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   total = sum(len(s.entries) for s in shards)
   # One worker runs in this process; more run in worker processes (a pool of one where only
   # one shard is left), where a decoder that hangs or crashes loses one video, not the run.
-  requested = settings.workers or default_workers()
+  requested = settings.workers or workers.usable_cores()
   num_workers = max(1, min(requested, len(todo)))
   if markers:
     say(f"resuming: {len(markers)} of {len(shards)} shards are already done")

@@ -54,6 +54,15 @@ def _stem(path: str) -> str:
   return os.path.splitext(os.path.basename(path))[0]
 
 
+def _add(entries: list, failures: list, split: str, path: str, label: int, video_id: str,
+         videos_dir: str) -> None:
+  """An entry for `path` where it exists, else a 'not found' failure."""
+  if os.path.exists(path):
+    entries.append(VideoEntry(path, label, video_id))
+  else:
+    failures.append(Failure(split, video_id, path, f"not found under {videos_dir}"))
+
+
 def read_class_list(path: str) -> list[str]:
   """Class names in file order: lines `name` or `index name` (0- or 1-based, e.g.
   UCF101's classInd.txt, PaddleVideo's Kinetics-400_label_list.txt)."""
@@ -119,10 +128,7 @@ def ucf101_splits(videos_dir: str, annotations_dir: str, split: int = 1):
       path = os.path.join(videos_dir, rel)
       if not os.path.exists(path) and os.path.exists(os.path.join(videos_dir, os.path.basename(rel))):
         path = os.path.join(videos_dir, os.path.basename(rel))
-      if os.path.exists(path):
-        entries.append(VideoEntry(path, label, _stem(rel)))
-      else:
-        failures.append(Failure(split_name, _stem(rel), path, f"not found under {videos_dir}"))
+      _add(entries, failures, split_name, path, label, _stem(rel), videos_dir)
     splits[split_name] = entries
   return splits, names, failures
 
@@ -226,11 +232,7 @@ def kinetics_list_splits(videos_dir: str, list_files: Mapping[str, str], label_l
     for number, rel, label in items:
       if not 0 <= label < len(names):
         raise VidtxError(f"{path}:{number}: label {label} is outside 0..{len(names) - 1}")
-      full = os.path.join(videos_dir, rel)
-      if os.path.exists(full):
-        entries.append(VideoEntry(full, label, _stem(rel)))
-      else:
-        failures.append(Failure(split, _stem(rel), full, f"not found under {videos_dir}"))
+      _add(entries, failures, split, os.path.join(videos_dir, rel), label, _stem(rel), videos_dir)
     splits[split] = entries
   return splits, names, failures
 

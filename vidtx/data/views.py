@@ -23,7 +23,7 @@ def check_views(num_clips: int, num_crops: int) -> None:
     raise VidtxError(f"num_crops={num_crops} must be 1 (centre) or 3 (along the longer side)")
 
 
-def views(jpegs: tf.Tensor, data, num_clips: int, num_crops: int) -> tf.Tensor:
+def from_jpegs(jpegs: tf.Tensor, data, num_clips: int, num_crops: int) -> tf.Tensor:
   """jpegs: the test clips' [clips * T] JPEG strings → uint8 [clips * crops, T, S, S, 3]."""
   num_frames, size = data.num_frames, data.image_size
   frames = tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3)
@@ -82,4 +82,4 @@ def eval_views(jpeg_frames: Sequence[bytes], data, num_clips: int, num_crops: in
     raise VidtxError("eval_views: the video has no frames")
   video = tf.constant(list(jpeg_frames), tf.string)
   indices = clips.test_indices(tf.shape(video)[0], tf.constant(fps, tf.float32), data, num_clips)
-  return views(tf.gather(video, indices), data, num_clips, num_crops).numpy()
+  return from_jpegs(tf.gather(video, indices), data, num_clips, num_crops).numpy()

@@ -34,6 +34,14 @@ _SIGNAL_CAUSES = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "decoder cra
                   signal.SIGFPE: "decoder crash", signal.SIGABRT: "decoder crash"}
 
 
+def usable_cores() -> int:
+  """All the CPU cores this process may use (the default number of workers)."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
 class _LocalReport:
   """Progress of a shard run in this process."""
 

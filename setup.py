@@ -27,6 +27,7 @@ setuptools.setup(
         "tensorflow-datasets>=4.9.6",
         "tensorboard>=2.16",  # clu.metric_writers needs it
         "av>=12",
+        "pebble>=5.1",  # data preparation's worker pool (a dead worker fails only its own task)
     ],
     extras_require={"test": ["pytest>=8"]},
 )

@@ -96,8 +96,7 @@ def test_bf16_compute_float32_params_and_drop_path_only_in_training(name):
   jaxpr = jax.make_jaxpr(apply)(variables, clip).jaxpr
   operand_dtypes = [e.invars[0].aval.dtype for e in _all_eqns(jaxpr)
                     if e.primitive.name in ("dot_general", "conv_general_dilated")]
-  assert operand_dtypes.count(jnp.dtype("float32")) == 1   # only the classifier head
-  assert set(operand_dtypes) == {jnp.dtype("bfloat16"), jnp.dtype("float32")}
+  assert operand_dtypes and set(operand_dtypes) == {jnp.dtype("bfloat16")}  # the classifier too
 
   eval_logits = jax.jit(apply)(variables, clip)
   assert eval_logits.shape == (2, 5) and eval_logits.dtype == jnp.float32

@@ -240,7 +240,7 @@ class SwinTransformer3D(nn.Module):
                     self.attention_impl, dtype, name=f"layers_{i}")(x, train=train)
     x = vit.layer_norm(dtype=dtype, epsilon=SWIN_LN_EPS, name="norm")(x)
     x = nn.Dropout(self.head_dropout_rate)(x.mean(axis=(1, 2, 3)), deterministic=not train)
-    return vit.Head(self.num_classes, stddev=0.01, truncated=False, name="head")(x)
+    return vit.Head(self.num_classes, stddev=0.01, truncated=False, dtype=dtype, name="head")(x)
 
 
 # ----------------------------------------------------------------------------- the family

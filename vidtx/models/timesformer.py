@@ -143,7 +143,7 @@ class TimeSformer(nn.Module):
     if space_only:
       x = x.reshape(b, t, n + 1, d).mean(axis=1)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
-    return vit.Head(self.num_classes, name="head")(x)
+    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
 
 
 _B8 = dict(num_classes=400, num_frames=8, image_size=224)

@@ -82,7 +82,7 @@ class TokShift(nn.Module):
                     self.attention_impl, self.norm_epsilon, dtype, name=f"blocks_{i}")(
                         x, train=train, mix=mix)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
-    logits = vit.Head(self.num_classes, name="head")(x)
+    logits = vit.Head(self.num_classes, dtype=dtype, name="head")(x)
     return logits.reshape(b, t, self.num_classes).mean(axis=1)
 
 

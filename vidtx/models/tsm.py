@@ -155,7 +155,7 @@ class TSM(nn.Module):
                        dtype=dtype, name=f"bb_{s}_{i}")(x, train=train)
     x = nn.Dropout(self.dropout_rate)(x.mean(axis=(1, 2)), deterministic=not train)
     x = x.reshape(b, t, -1).mean(axis=1)
-    return vit.Head(self.num_classes, stddev=0.01, truncated=False, name="head")(x)
+    return vit.Head(self.num_classes, stddev=0.01, truncated=False, dtype=dtype, name="head")(x)
 
 
 _R8 = dict(num_classes=400, num_frames=8, image_size=224)

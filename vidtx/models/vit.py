@@ -116,7 +116,7 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
   """Softmax attention.
 
   q, k, v: [..., L, heads, head_dim]; bias: broadcastable to [..., heads, Lq, Lk].
-  Returns [..., Lq, heads, head_dim]. 'xla' is an einsum with float32 logits and softmax;
+  Returns [..., Lq, heads, head_dim]. 'xla' is an einsum with a float32 softmax;
   'cudnn' is jax.nn.dot_product_attention(implementation='cudnn') (bf16/fp16 on sm80+).
   """
   scale = q.shape[-1] ** -0.5
@@ -129,7 +129,9 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
     out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias=bias, scale=scale,
                                        implementation="cudnn")
     return out.reshape(q.shape)
-  logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32) * scale
+  # Logits leave the matmul in the compute dtype and are widened for the softmax: asking the
+  # matmul for float32 output would make its backward matmuls float32 too.
+  logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) * scale
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -262,14 +264,15 @@ def drop_path_rates(rate: float, depth: int) -> list[float]:
 
 
 class Head(nn.Module):
-  """`head/fc`: features [..., D] -> logits [..., num_classes], computed in float32
+  """`head/fc`: features [..., D] -> float32 logits [..., num_classes], the matmul in `dtype`
   (init: trunc-normal or normal with `stddev`)."""
   num_classes: int
   stddev: float = 0.02
   truncated: bool = True
+  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     init = trunc_normal(self.stddev) if self.truncated else nn.initializers.normal(self.stddev)
-    fc = dense(self.num_classes, ("embed", "classes"), dtype=jnp.float32, kernel_init=init, name="fc")
-    return fc(x.astype(jnp.float32))
+    fc = dense(self.num_classes, ("embed", "classes"), dtype=self.dtype, kernel_init=init, name="fc")
+    return fc(x.astype(self.dtype)).astype(jnp.float32)

@@ -106,7 +106,7 @@ class ViViT(nn.Module):
       if not self.temporal_depth:
         # No temporal encoder: the frame representations are averaged (blind to frame order).
         x = vit.layer_norm(dtype=dtype, name="norm")(x.mean(axis=1))
-        return vit.Head(self.num_classes, name="head")(x)
+        return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
       temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
       x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1)
       if self.time_embedding:
@@ -115,7 +115,7 @@ class ViViT(nn.Module):
       x = self.encoder(dropout(x, deterministic=not train), "temporal_blocks", self.temporal_depth,
                        train=train, dtype=dtype)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
-    return vit.Head(self.num_classes, name="head")(x)
+    return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
 
 
 def fit_embeddings(value, path, shape, name, model):

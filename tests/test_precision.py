@@ -1,0 +1,45 @@
+"""bf16 end to end: every matmul and convolution of a bf16 model's train step takes bf16 operands."""
+import re
+
+import jax
+import pytest
+
+from vidtx import bench_step, models, optim, sharding, trainer
+
+
+def _dot_operand_types(stablehlo: str) -> list[tuple[str, str]]:
+  """(op, operand element types) of every dot_general / convolution in a StableHLO module."""
+  found = []
+  for line in stablehlo.splitlines():
+    match = re.search(r"stablehlo\.(dot_general|convolution)\b.*:\s*\((.*?)\)\s*->", line)
+    if match:
+      types = re.findall(r"tensor<[^>]*?x?([a-z]+[0-9]+)>", match[2])
+      found.append((match[1], ",".join(types)))
+  return found
+
+
+@pytest.mark.parametrize("module,arg", [("timesformer_k400", ""), ("videoswin_k400", "variant=tiny"),
+                                        ("vivit_k400", ""), ("pptsm_k400", "depth=50")])
+def test_bf16_train_step_has_no_float32_matmul_or_convolution(module, arg):
+  """Every matmul and convolution of a bf16 model's train step (forward and backward) takes
+  bf16 operands: the program JAX hands to XLA, before a backend may widen bf16 on the CPU."""
+  config = bench_step.load_config(module, ",".join(filter(None, [arg, "smoke=True"])))
+  config.model.dtype = "bfloat16"
+  mesh = sharding.make_mesh(config.mesh)
+  model = models.build(config.model)
+  rng = jax.random.key(0)
+  schedule = optim.make_schedule(config.optim, 10, 1)
+  abstract = bench_step._unboxed(models.abstract_variables(model, config.model, rng))
+  tx = optim.make_optimizer(config.optim, abstract["params"], schedule)
+  state = jax.eval_shape(  # shapes only: nothing is initialised or compiled
+      lambda r: trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config), r)[0],
+      rng)
+  size, frames = config.model.image_size, config.model.num_frames
+  batch = {"video": jax.ShapeDtypeStruct((8, frames, size, size, 3), jax.numpy.uint8),
+           "label": jax.ShapeDtypeStruct((8,), jax.numpy.int32)}
+  step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh))
+  text = step.lower(state, batch, rng, None).as_text()
+  ops = _dot_operand_types(text)
+  assert len(ops) > 10
+  widened = [op for op in ops if "f32" in op[1]]
+  assert not widened, f"{len(widened)} of {len(ops)} matmuls/convolutions take float32: {widened[:5]}"

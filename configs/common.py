@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
       device_batch_size=_unset(int),  # per-device micro-batch cap; unset = no accumulation
       num_steps=_unset(int), num_epochs=_unset(float),
       label_smoothing=0.0,
+      # What each block keeps for the backward pass: none (everything), full, dots_saveable,
+      # dots_with_no_batch_dims_saveable (vidtx.models.vit.REMAT_POLICIES): memory for compute.
+      remat="none",
       log_every=50,
       val_every=500,            # steps; 0 = only at the end
       checkpoint_every=500,

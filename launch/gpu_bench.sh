@@ -45,15 +45,15 @@ if [ "$dry" = "--dry-run" ]; then
   budget_zoo=900; budget_off=900; budget_peer=300
 else
   zoo_args=(--batch 8 --steps 10 --warmup 3); peer_args=(--steps 10 --warmup 3)
-  budget_zoo=240; budget_off=60; budget_peer=150
+  budget_zoo=240; budget_off=90; budget_peer=150
 fi
 
 # 1. Every seed model with the best levers, the reference models first (a timeout keeps the rest).
 python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers best --time_budget_s $budget_zoo \
   --only "TimeSformer-B 8x224,Swin-B,TokShift,ViViT,PP-TSM R50,Swin-T,Swin-S,PP-TimeSformer,space-only,R101" \
   --output "$out/zoo.json" --markdown "$out/zoo.md"
-# 2. The same with the levers off, for TimeSformer-B and Swin-B.
-python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers off --time_budget_s $budget_off \
+# 2. TimeSformer-B and Swin-B with the levers off, and with remat (memory for compute).
+python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers off,remat --time_budget_s $budget_off \
   --only "TimeSformer-B 8x224,Swin-B" --output "$out/zoo_off.json" --markdown "$out/zoo_off.md"
 # 3. PyTorch peers at the same per-device batch (8) and input.
 if python3 -c "import torch, torchvision" 2>/dev/null; then

@@ -485,3 +485,66 @@ def test_vivit_without_temporal_parts_ignores_frame_order(variant, off):
     variables = random_variables(model, clip)
     same = np.allclose(forward(model, variables, clip), forward(model, variables, perm), atol=1e-5)
     assert same == invariant, f"temporal={temporal}"
+
+
+# ----------------------------------------------------------------------------- performance levers
+def _reference_attention(q, k, v, bias):
+  """Softmax attention written out in float64 numpy: q, k, v [B, L, H, D], bias [H, L, L]."""
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1]) + np.asarray(bias, np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  return np.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+@pytest.mark.parametrize("impl", vit.ATTENTION_IMPLS)
+def test_attention_implementations_agree_with_a_reference(impl):
+  """Both paths (the einsum one, and the fused one's call, which falls back to jax.nn's XLA
+  kernel off a GPU) equal attention written out by hand, with a Swin-style bias and -100 mask."""
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(3, 10, 2, 8)), jnp.float32) for _ in range(3))
+  bias = rng.normal(size=(2, 10, 10)) + np.where(rng.random((1, 10, 10)) < 0.3, swin.MASK_VALUE, 0.0)
+  expected = _reference_attention(q, k, v, bias)
+  got = vit.dot_product_attention(q, k, v, jnp.asarray(bias, jnp.float32), impl=impl)
+  np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)
+  half = vit.dot_product_attention(*(a.astype(jnp.bfloat16) for a in (q, k, v)),
+                                   jnp.asarray(bias, jnp.float32), impl=impl)
+  assert half.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(half, np.float32), expected, atol=0.05)
+
+
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_remat_gives_the_same_loss_and_gradients(name):
+  """config.train.remat recomputes each block in the backward pass: the jaxpr has the
+  checkpoints, the variables, loss and gradients are those of the plain model (float32: in
+  bf16 the recomputation may round differently)."""
+  config = tiny(name, dtype="float32")
+  clip = video(frames=config["num_frames"], size=config["image_size"])
+  plain = models.build(config)
+  variables = random_variables(plain, clip)
+  labels = jnp.arange(clip.shape[0]) % 5
+
+  def loss_and_grads(model):
+    def loss(params):
+      logits, _ = model.apply({**variables, "params": params}, clip, train=True,
+                              rngs={"dropout": jax.random.key(3)}, mutable=["batch_stats"])
+      return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
+    return jax.jit(jax.value_and_grad(loss))(variables["params"]), jax.make_jaxpr(jax.grad(loss))(
+        variables["params"])
+
+  (loss, grads), plain_jaxpr = loss_and_grads(plain)
+  for policy in ("dots_saveable",):
+    rematted = models.build(config, remat=policy)
+    assert jax.tree.map(jnp.shape, random_variables(rematted, clip)) == jax.tree.map(jnp.shape, variables)
+    (loss_r, grads_r), jaxpr = loss_and_grads(rematted)
+    assert "checkpoint" in str(jaxpr) or "remat" in str(jaxpr)
+    assert "checkpoint" not in str(plain_jaxpr) and "remat" not in str(plain_jaxpr)
+    np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads_r, grads)
+
+
+def test_remat_is_a_training_setting_not_a_model_key():
+  with pytest.raises(VidtxError, match="does not take"):
+    models.build(tiny("tokshift", remat="full"))
+  with pytest.raises(VidtxError, match="config.train.remat"):
+    models.build(tiny("tokshift"), remat="sometimes")

@@ -12,8 +12,8 @@ where the peak is unknown), peak_memory_bytes (device.memory_stats(), where the 
 it), the compiled memory analysis (arguments / outputs / temporaries, every backend), device
 kind and count, dtype, batch and the levers used.
 
-Levers are config overrides (`--levers off|best|both`); a lever whose key a config lacks is
-left out of that run, and the run records what it used.
+Levers are config overrides (`--levers off,best,remat`: the sets in LEVERS); a lever whose key
+a config lacks is left out of that run, and the run records what it used.
 """
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ ZOO = (
 
 # Config overrides per lever set; keys a config does not have are skipped.
 LEVERS = {
-    "off": {"model.attention_impl": "xla", "train.remat": "none", "train.scan_blocks": False},
-    "best": {"model.attention_impl": "cudnn", "train.remat": "dots_saveable",
-             "train.scan_blocks": True},
+    "off": {"model.attention_impl": "xla", "train.remat": "none"},
+    "best": {"model.attention_impl": "cudnn", "train.remat": "none"},
+    # Memory for compute: what a bigger batch costs in recomputation (with --search_batch).
+    "remat": {"model.attention_impl": "cudnn", "train.remat": "dots_saveable"},
 }
 GPU_ONLY_LEVERS = {"model.attention_impl": "cudnn"}  # values that need a GPU backend
 
@@ -100,7 +101,7 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
   global_batch = per_device_batch * devices
   mesh = sharding.make_mesh(config.mesh)
   model_config = config.model
-  model = models.build(model_config)
+  model = models.build(model_config, remat=config.train.remat)
   rng = jax.random.key(config.seed)
   schedule = optim.make_schedule(config.optim, total_steps=1000, steps_per_epoch=100)
   abstract = models.abstract_variables(model, model_config, rng)
@@ -273,22 +274,24 @@ def _main(argv) -> None:
   from vidtx import cli  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
+  sets = [s.strip() for s in f.levers.split(",") if s.strip()]
+  unknown = sorted(set(sets) - set(LEVERS) - {"as_configured"})
+  if unknown:
+    raise cli.VidtxError(f"--levers: unknown lever set(s) {unknown}; known: {sorted(LEVERS)}")
   if f.zoo:
-    sets = ["off", "best"] if f.levers == "both" else [f.levers]
     results = run_zoo(smoke=f.smoke, lever_sets=sets, steps=f.steps, warmup=f.warmup,
                       search_batch=f.search_batch, per_device_batch=f.batch, only=f.only,
                       output=f.output,
                       time_budget_s=f.time_budget_s)
   else:
     cli.require(f, "config")
-    config = f.config
-    if f.levers != "as_configured":
-      if f.levers == "both":
-        raise cli.VidtxError("--levers=both needs --zoo; give off or best for one config")
-      apply_levers(config, LEVERS[f.levers])
-    results = [measure(config, steps=f.steps, warmup=f.warmup, per_device_batch=f.batch)]
-    results[0].update(label=config.model.name, lever_set=f.levers)
-    messages.say(summary_line(results[0]))
+    results = []
+    for lever_set in sets:
+      config = f.config.copy_and_resolve_references()
+      apply_levers(config, LEVERS.get(lever_set, {}))
+      results.append(measure(config, steps=f.steps, warmup=f.warmup, per_device_batch=f.batch))
+      results[-1].update(label=config.model.name, lever_set=lever_set)
+      messages.say(summary_line(results[-1]))
   if f.output:
     _write_json(f.output, results)
   if f.markdown:
@@ -310,8 +313,8 @@ def main() -> None:
   flags.DEFINE_bool("smoke", False, "With --zoo: the configs' smoke=True sizes (CPU dry run).")
   flags.DEFINE_bool("search_batch", False, "With --zoo: double the per-device batch until memory runs out.")
   flags.DEFINE_string("only", "", "With --zoo: comma-separated pieces of model labels to run.")
-  flags.DEFINE_enum("levers", "as_configured", ["as_configured", "off", "best", "both"],
-                    "Lever overrides (see LEVERS); --zoo defaults to as configured too.")
+  flags.DEFINE_string("levers", "as_configured",
+                      "Comma-separated lever sets to run (off, best, remat: see LEVERS), or as_configured.")
   flags.DEFINE_float("time_budget_s", 0.0, "With --zoo: start no new run after this many seconds.")
   flags.DEFINE_string("output", "", "JSON file for the results.")
   flags.DEFINE_string("markdown", "", "Markdown table of the results.")

@@ -319,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"{num_steps} steps")
 
   # ------------------------------------------------------------------- model, optimizer, state
-  model = models.build(config.model)
+  model = models.build(config.model, remat=config.train.remat)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   schedule = optim.make_schedule(config.optim, num_steps, per_epoch)

@@ -63,10 +63,15 @@ def _plain(value):
   return value
 
 
-def build(model_config) -> nn.Module:
+# Module fields set by the trainer, not by config.model (they change how a step runs, not the model).
+TRAINING_FIELDS = ("remat",)
+
+
+def build(model_config, *, remat: str = "none") -> nn.Module:
   """Builds the model that `model_config` (config.model) describes.
 
-  `model_config.name` picks the class; every other key must be a field of it.
+  `model_config.name` picks the class; every other key must be a field of it. `remat`
+  (config.train.remat, a `vit.REMAT_POLICIES` name) rematerialises the family's blocks.
   """
   config = dict(model_config)
   name = config.pop("name", None)
@@ -74,11 +79,19 @@ def build(model_config) -> nn.Module:
     raise VidtxError("config.model.name is missing")
   cls = model_class(name)
   fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
-  unknown = sorted(set(config) - fields)
+  unknown = sorted(set(config) - (fields - set(TRAINING_FIELDS)))
   if unknown:
     raise VidtxError(
         f"config.model has keys that model {name!r} does not take: {unknown}; "
-        f"its fields are {sorted(fields)}")
+        f"its fields are {sorted(fields - set(TRAINING_FIELDS))}")
+  if remat != "none":
+    from vidtx.models import vit  # pylint: disable=g-import-not-at-top
+    if remat not in vit.REMAT_POLICIES:
+      raise VidtxError(f"config.train.remat={remat!r}; expected one of {list(vit.REMAT_POLICIES)}")
+    if "remat" not in fields:
+      raise VidtxError(f"config.train.remat={remat!r}: model {name!r} has no rematerialisable "
+                       "blocks (its module has no `remat` field); use 'none'")
+    config["remat"] = remat
   return cls(**{k: _plain(v) for k, v in config.items()})
 
 

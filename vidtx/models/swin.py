@@ -187,15 +187,17 @@ class SwinStage(nn.Module):
   dropout_rate: float = 0.0
   attention_impl: str = "xla"
   dtype: jnp.dtype = jnp.float32
+  remat: str = "none"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     half = tuple(w // 2 for w in self.window_size)
     window, shift = clip_window(x.shape[1:4], self.window_size, half)
     for j in range(self.depth):
-      x = SwinBlock(self.num_heads, window, self.window_size, shift if j % 2 else (0, 0, 0),
-                    self.mlp_ratio, self.qkv_bias, self.drop_paths[j], self.dropout_rate,
-                    self.attention_impl, self.dtype, name=f"blocks_{j}")(x, train=train)
+      x = vit.remat_block(SwinBlock, self.remat)(
+          self.num_heads, window, self.window_size, shift if j % 2 else (0, 0, 0), self.mlp_ratio,
+          self.qkv_bias, self.drop_paths[j], self.dropout_rate, self.attention_impl, self.dtype,
+          name=f"blocks_{j}")(x, train=train)
     if self.downsample:
       x = PatchMerging(self.dtype, name="downsample")(x)
     return x
@@ -218,6 +220,7 @@ class SwinTransformer3D(nn.Module):
   dropout_rate: float = 0.0
   head_dropout_rate: float = 0.5
   attention_impl: str = "xla"
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
@@ -237,7 +240,7 @@ class SwinTransformer3D(nn.Module):
       start = sum(self.depths[:i])
       x = SwinStage(depth, heads, tuple(self.window_size), tuple(rates[start:start + depth]),
                     i < len(self.depths) - 1, self.mlp_ratio, self.qkv_bias, self.dropout_rate,
-                    self.attention_impl, dtype, name=f"layers_{i}")(x, train=train)
+                    self.attention_impl, dtype, self.remat, name=f"layers_{i}")(x, train=train)
     x = vit.layer_norm(dtype=dtype, epsilon=SWIN_LN_EPS, name="norm")(x)
     x = nn.Dropout(self.head_dropout_rate)(x.mean(axis=(1, 2, 3)), deterministic=not train)
     return vit.Head(self.num_classes, stddev=0.01, truncated=False, dtype=dtype, name="head")(x)

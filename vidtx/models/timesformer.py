@@ -101,6 +101,7 @@ class TimeSformer(nn.Module):
   @nn.compact
   def __call__(self, video, *, train: bool):
     vit.check_video(video, "timesformer")
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
     vit.check_choice("timesformer", "attention_type", self.attention_type, ATTENTION_TYPES)
     vit.check_choice("timesformer", "attention_impl", self.attention_impl, vit.ATTENTION_IMPLS)
     dtype = vit.compute_dtype(self.dtype)
@@ -136,9 +137,9 @@ class TimeSformer(nn.Module):
                     dropout_rate=self.dropout_rate, attention_impl=self.attention_impl,
                     norm_epsilon=self.norm_epsilon, dtype=dtype, name=f"blocks_{i}")
       if self.attention_type == "divided_space_time":
-        x = DividedBlock(t, self.num_heads, **common)(x, train=train)
+        x = vit.remat_block(DividedBlock, self.remat)(t, self.num_heads, **common)(x, train=train)
       else:
-        x = vit.Block(self.num_heads, **common)(x, train=train)
+        x = vit.remat_block(vit.Block, self.remat)(self.num_heads, **common)(x, train=train)
 
     if space_only:
       x = x.reshape(b, t, n + 1, d).mean(axis=1)

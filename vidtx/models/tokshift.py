@@ -59,6 +59,7 @@ class TokShift(nn.Module):
   fold_div: int = 4
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
@@ -78,9 +79,9 @@ class TokShift(nn.Module):
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     mix = functools.partial(token_shift, num_frames=t, fold_div=self.fold_div) if self.shift else None
     for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, self.depth)):
-      x = vit.Block(self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
-                    self.attention_impl, self.norm_epsilon, dtype, name=f"blocks_{i}")(
-                        x, train=train, mix=mix)
+      x = vit.remat_block(vit.Block, self.remat)(
+          self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
+          self.attention_impl, self.norm_epsilon, dtype, name=f"blocks_{i}")(x, train=train, mix=mix)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
     logits = vit.Head(self.num_classes, dtype=dtype, name="head")(x)
     return logits.reshape(b, t, self.num_classes).mean(axis=1)

@@ -130,6 +130,7 @@ class TSM(nn.Module):
   shift_ratio: float = 0.125
   shift_direction: str = "paddle"
   activation: str = "leaky_relu"
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
@@ -149,7 +150,8 @@ class TSM(nn.Module):
     for s, blocks in enumerate(STAGE_BLOCKS[self.depth]):
       width = self.width * 2**s
       for i in range(blocks):
-        x = Bottleneck(width, 2 if i == 0 and s > 0 else 1, t, projection=i == 0,
+        x = vit.remat_block(Bottleneck, self.remat)(
+                       width, 2 if i == 0 and s > 0 else 1, t, projection=i == 0,
                        pool_shortcut=s > 0, shift_ratio=self.shift_ratio,
                        shift_direction=self.shift_direction, activation=self.activation,
                        dtype=dtype, name=f"bb_{s}_{i}")(x, train=train)

@@ -17,6 +17,7 @@ table rows and the RGB input channels are None. Activations `act_batch`, `act_ti
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -35,6 +36,33 @@ TINY = dict(num_frames=4, image_size=32, patch_size=16, hidden_size=32, depth=2,
 
 trunc_normal = nn.initializers.truncated_normal
 
+
+# config.train.remat: what a block keeps for the backward pass (the rest is recomputed).
+REMAT_POLICIES = {
+    "none": None,  # keep everything (no rematerialisation)
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@functools.cache
+def remat_block(cls: type[nn.Module], policy: str) -> type[nn.Module]:
+  """`cls` (a block called as `block(x, *, train, **static)`) with its activations recomputed in
+  the backward pass under the named policy (jax.checkpoint); same variables, same results."""
+  check_choice("model", "remat", policy, tuple(REMAT_POLICIES))
+  if policy == "none":
+    return cls
+
+  def call(module, x, train, static):
+    return cls.__call__(module, x, train=train, **dict(static))
+
+  rematerialised = nn.remat(call, policy=REMAT_POLICIES[policy], static_argnums=(2, 3))
+
+  def __call__(self, x, *, train: bool, **static):  # `train` and callables are static for jax
+    return rematerialised(self, x, train, tuple(sorted(static.items())))
+
+  return type(cls.__name__, (cls,), {"__call__": __call__, "__doc__": cls.__doc__})
 
 def compute_dtype(name: str) -> jnp.dtype:
   """'bfloat16' | 'float32' -> dtype (the model's compute dtype; params stay float32)."""
@@ -117,7 +145,8 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
 
   q, k, v: [..., L, heads, head_dim]; bias: broadcastable to [..., heads, Lq, Lk].
   Returns [..., Lq, heads, head_dim]. 'xla' is an einsum with a float32 softmax;
-  'cudnn' is jax.nn.dot_product_attention(implementation='cudnn') (bf16/fp16 on sm80+).
+  'cudnn' is jax.nn.dot_product_attention's fused cuDNN kernel (bf16/fp16 on a GPU); elsewhere
+  (a CPU or TPU, or float32) the same call falls back to jax.nn's XLA implementation.
   """
   scale = q.shape[-1] ** -0.5
   if impl == "cudnn":
@@ -127,7 +156,7 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
       bias = jnp.broadcast_to(bias, lead + bias.shape[-3:]).reshape((-1,) + bias.shape[-3:])
       bias = bias.astype(q.dtype)
     out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias=bias, scale=scale,
-                                       implementation="cudnn")
+                                       implementation="cudnn" if fused else None)
     return out.reshape(q.shape)
   # Logits leave the matmul in the compute dtype and are widened for the softmax: asking the
   # matmul for float32 output would make its backward matmuls float32 too.
@@ -155,6 +184,7 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
+    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
 class Attention(nn.Module):
   """Multi-head self-attention with one fused qkv Dense; x: [..., L, D] -> [..., L, D].
 

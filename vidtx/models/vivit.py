@@ -60,8 +60,10 @@ class ViViT(nn.Module):
   def encoder(self, x, prefix: str, depth: int, *, train: bool, dtype):
     """`depth` pre-norm blocks named `{prefix}_{i}`; x: [N, L, D]."""
     for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, depth)):
-      x = vit.Block(self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
-                    self.attention_impl, self.norm_epsilon, dtype, name=f"{prefix}_{i}")(x, train=train)
+      x = vit.remat_block(vit.Block, self.remat)(
+          self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
+          self.attention_impl, self.norm_epsilon, dtype, name=f"{prefix}_{i}")(x, train=train)
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
     return x
 
   @nn.compact

@@ -1,4 +1,4 @@
-"""python -m vidtx.convert paddle --config C --input X.pdparams --output DIR [--labels LIST]"""
+"""python -m vidtx.convert paddle|mxmark --config C --input X --output DIR [--labels FILE]"""
 from absl import flags
 
 from vidtx import cli, messages
@@ -6,21 +6,22 @@ from vidtx.convert import engine
 
 
 def _main(argv) -> None:
-  if len(argv) != 2 or argv[1] != "paddle":
-    raise cli.VidtxError("usage: python -m vidtx.convert paddle --config configs/<name>.py[:args] "
-                         "--input <checkpoint.pdparams> --output <directory> [--labels <label list>]")
+  if len(argv) != 2 or argv[1] not in engine.CONVERT_FORMATS:
+    raise cli.VidtxError("usage: python -m vidtx.convert paddle|mxmark --config configs/<name>.py[:args] "
+                         "--input <checkpoint.pdparams | .pth> --output <directory> [--labels <file>]")
   f = flags.FLAGS
   cli.require(f, "config", "input", "output")
-  meta = engine.convert_paddle(f.config, f.input, f.output, f.labels)
+  meta = engine.convert_checkpoint(f.config, f.input, f.output, f.labels, fmt=argv[1])
   messages.say(f"wrote {f.output}: model {meta['model']['name']}, {len(meta['label_names'])} classes, "
                f"from {f.input}")
 
 
 def main() -> None:
   cli.define_config_flag()
-  flags.DEFINE_string("input", None, "PaddleVideo checkpoint (.pdparams).")
+  flags.DEFINE_string("input", None, "PaddleVideo (.pdparams) or mx-mark (.pth, Lightning) checkpoint.")
   flags.DEFINE_string("output", None, "New directory for the converted orbax checkpoint.")
-  flags.DEFINE_string("labels", None, "Label list: a name per line, or '<index> <name>' lines.")
+  flags.DEFINE_string("labels", None, "Label list: a name per line, '<index> <name>' lines, or a "
+                      "JSON {name: index} class map (mx-mark's k400/k600_classmap.json).")
   cli.run(_main)
 
 

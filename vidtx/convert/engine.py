@@ -29,7 +29,7 @@ INIT_OPTIONS = {"inflate": "average", "temporal_init": "copy", "drop_head": Fals
 
 
 # ----------------------------------------------------------------------------- the model
-def _model_config(config):
+def model_section(config):
   """An experiment config (with .model) or a model config -> the model config."""
   return config.model if "model" in config and hasattr(config.model, "keys") else config
 
@@ -40,7 +40,7 @@ def _unboxed(leaf):
 
 def model_shapes(config) -> dict[Path, tuple[int, ...]]:
   """{path: shape} of the variables of `config`'s model (no arrays are created)."""
-  model_config = _model_config(config)
+  model_config = model_section(config)
   abstract = models.abstract_variables(models.build(model_config), model_config)
   return {p: tuple(_unboxed(v).shape) for p, v in traverse_util.flatten_dict(abstract).items()}
 
@@ -80,7 +80,7 @@ def to_paddle_layout(array: np.ndarray, path: Path) -> np.ndarray:
 
 def paddle_buffers(config) -> dict[str, np.ndarray]:
   """Non-parameter entries a PaddleVideo checkpoint of this model holds, with their values."""
-  model_config = _model_config(config)
+  model_config = model_section(config)
   family = models.get_family(model_config.name)
   return family.paddle_buffers(models.build(model_config)) if family.paddle_buffers else {}
 
@@ -102,6 +102,45 @@ def _fit_checkpoint(value, path, shape, name, family, model) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- Paddle video checkpoints
+def load_named(state, model_config, name_of, to_ours, where: str, what: str,
+               buffers: dict[str, np.ndarray] | None = None) -> dict:
+  """{name: array} of a foreign checkpoint -> {'params': ..., 'batch_stats': ...}.
+
+  `name_of(path, family, model)` gives the checkpoint's name of each of our variables (None:
+  it has none), `to_ours(array, path)` its layout in ours. Every variable must be there with a
+  matching shape (after the family's `fit_checkpoint`), every entry must be used (`buffers`:
+  entries that must equal the model's), else a VidtxError lists what is missing, unexpected
+  and mismatched.
+  """
+  family, model = models.get_family(model_config.name), models.build(model_config)
+  flat, missing, mismatched, used = {}, [], [], set()
+  for ours, shape in model_shapes(model_config).items():
+    name = name_of(ours, family, model)
+    if name is None or name not in state:
+      missing.append(f"{name or '(none)'} (ours {'/'.join(ours)} {list(shape)})")
+      continue
+    used.add(name)
+    value = _fit_checkpoint(to_ours(np.asarray(state[name]), ours), ours, shape, name, family, model)
+    if value.shape != shape:
+      mismatched.append(f"{name} {list(state[name].shape)} vs model {list(shape)}")
+      continue
+    flat[ours] = value.astype(np.float32)
+  for name, expected in (buffers or {}).items():
+    if name not in state:
+      continue  # a buffer, not a parameter: nothing to load
+    used.add(name)
+    if state[name].shape != expected.shape or not np.array_equal(state[name], expected):
+      mismatched.append(f"{name}: differs from the model's (another window size?)")
+  unexpected = sorted(set(state) - used)
+  if missing or unexpected or mismatched:
+    parts = [_listing(t, items) for t, items in (
+        ("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+             if items]
+    raise VidtxError(f"{what} {where} does not fit model {model_config.name!r}: " + " | ".join(parts))
+  variables = traverse_util.unflatten_dict(flat)
+  return {"params": variables.get("params", {}), "batch_stats": variables.get("batch_stats", {})}
+
+
 def from_paddle(path, config) -> dict:
   """A PaddleVideo checkpoint -> {'params': ..., 'batch_stats': ...} for `config`'s model.
 
@@ -113,40 +152,14 @@ def from_paddle(path, config) -> dict:
   """
   where = path if isinstance(path, str) else "(in memory)"
   state = load_pdparams(path) if isinstance(path, str) else student_only(dict(path), where)
-  model_config = _model_config(config)
-  family, model = models.get_family(model_config.name), models.build(model_config)
-  flat, missing, mismatched, used = {}, [], [], set()
-  for ours, shape in model_shapes(model_config).items():
-    name = paddle_name(ours, family)
-    if name not in state:
-      missing.append(f"{name} (ours {'/'.join(ours)} {list(shape)})")
-      continue
-    used.add(name)
-    value = _fit_checkpoint(to_our_layout(np.asarray(state[name]), ours), ours, shape, name, family,
-                            model)
-    if value.shape != shape:
-      mismatched.append(f"{name} {list(state[name].shape)} vs model {list(shape)}")
-      continue
-    flat[ours] = value.astype(np.float32)
-  for name, expected in paddle_buffers(model_config).items():
-    if name not in state:
-      continue  # a buffer, not a parameter: nothing to load
-    used.add(name)
-    if state[name].shape != expected.shape or not np.array_equal(state[name], expected):
-      mismatched.append(f"{name}: differs from the model's (another window size?)")
-  unexpected = sorted(set(state) - used)
-  if missing or unexpected or mismatched:
-    parts = [_listing(t, items) for t, items in (
-        ("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-             if items]
-    raise VidtxError(f"checkpoint {where} does not fit model {model_config.name!r}: " + " | ".join(parts))
-  variables = traverse_util.unflatten_dict(flat)
-  return {"params": variables.get("params", {}), "batch_stats": variables.get("batch_stats", {})}
+  model_config = model_section(config)
+  return load_named(state, model_config, lambda ours, family, _: paddle_name(ours, family),
+                    to_our_layout, where, "checkpoint", paddle_buffers(model_config))
 
 
 def to_paddle(variables, config) -> dict[str, np.ndarray]:
   """Our variables -> {Paddle name: array in Paddle's layout}, plus the family's buffers."""
-  family = models.get_family(_model_config(config).name)
+  family = models.get_family(model_section(config).name)
   state = {}
   for ours, leaf in traverse_util.flatten_dict(variables).items():
     state[paddle_name(ours, family)] = to_paddle_layout(np.asarray(_unboxed(leaf)), ours)
@@ -154,12 +167,21 @@ def to_paddle(variables, config) -> dict[str, np.ndarray]:
   return state
 
 
-def convert_paddle(config, input_path: str, output_dir: str, labels: str | None = None) -> dict:
-  """A PaddleVideo checkpoint -> an orbax checkpoint in `output_dir` that eval.py / predict.py read."""
+CONVERT_FORMATS = ("paddle", "mxmark")
+
+
+def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | None = None,
+                       fmt: str = "paddle") -> dict:
+  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' .pth) -> an orbax checkpoint in
+  `output_dir` that eval.py / predict.py read."""
   from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
+  from vidtx.convert import mxmark  # pylint: disable=g-import-not-at-top  (it imports this module)
+  readers = {"paddle": from_paddle, "mxmark": mxmark.from_mxmark}
+  if fmt not in readers:
+    raise VidtxError(f"checkpoint format {fmt!r}; expected one of {list(CONVERT_FORMATS)}")
   if os.path.exists(output_dir) and os.listdir(output_dir):
     raise VidtxError(f"output directory {output_dir} is not empty; give a new one")
-  variables = from_paddle(input_path, config)
+  variables = readers[fmt](input_path, config)
   num_classes = int(config.model.num_classes)
   if labels:
     label_names = read_label_names(labels)
@@ -175,7 +197,7 @@ def convert_paddle(config, input_path: str, output_dir: str, labels: str | None 
       "data": config.data.to_dict() if "data" in config else {},
       "prepared": {},
       "step": 0,
-      "source": {"format": "paddle", "path": os.path.abspath(input_path)},
+      "source": {"format": fmt, "path": os.path.abspath(input_path)},
       "config": config.to_json_best_effort() if hasattr(config, "to_json_best_effort") else "",
   }
   checkpoint.save_variables(output_dir, variables, meta)
@@ -236,7 +258,7 @@ def init_from(init_config, variables, model_config) -> dict:
     raise VidtxError(f"config.init_from.options: unknown {unknown}; known: {sorted(INIT_OPTIONS)}")
   options = {**INIT_OPTIONS, **options}
   source = pretrained.read_pretrained(path, fmt)
-  model_config = _model_config(model_config)
+  model_config = model_section(model_config)
   family, model = models.get_family(model_config.name), models.build(model_config)
   flat = traverse_util.flatten_dict(variables)
   loaded, mismatched, used, fresh = {}, [], set(), []

@@ -160,12 +160,22 @@ def load_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def read_label_names(path: str) -> list[str]:
-  """A label list: one name per line, or `<index> <name>` lines (PaddleVideo's K400 list,
-  UCF101's classInd.txt), ordered by index."""
+  """A label list: one name per line, `<index> <name>` lines (PaddleVideo's K400 list,
+  UCF101's classInd.txt), or a JSON {name: index} class map (mx-mark's), ordered by index."""
   if not os.path.isfile(path):
     raise VidtxError(f"label file {path} does not exist")
   with open(path) as f:
-    lines = [line.strip() for line in f if line.strip()]
+    text = f.read()
+  if text.lstrip().startswith("{"):
+    try:
+      classes = json.loads(text)
+    except ValueError as e:
+      raise VidtxError(f"{path}: not a JSON class map ({e})") from None
+    indices = sorted(classes.values()) if all(isinstance(v, int) for v in classes.values()) else None
+    if indices != list(range(len(classes))):
+      raise VidtxError(f"{path}: a JSON class map must map each name to an index 0..N-1")
+    return sorted(classes, key=classes.get)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
   indexed = [line.split(maxsplit=1) for line in lines]
   if lines and all(len(p) == 2 and p[0].isdigit() for p in indexed):
     return [name for _, name in sorted(indexed, key=lambda p: int(p[0]))]

@@ -53,6 +53,9 @@ class Family:
   bn_momentum: float | None = None
   # Default sharding rules for the logical axis names only this family uses: (name, mesh axes).
   axis_rules: tuple[tuple[str, Any], ...] = ()
+  # Its transformer blocks, input to output: list modules `<name>_<i>` (layer-wise LR decay,
+  # vidtx.optim.layer_depths). () for a family without such blocks.
+  block_lists: tuple[str, ...] = ("blocks",)
 
   # Paddle state-dict names: our `blocks_3` is Paddle's `blocks.3` for these list modules,
   # and these module names differ (ours -> Paddle's). See vidtx.convert.paddle_name.
@@ -73,3 +76,7 @@ class Family:
   # of the image variable it starts from); init_from.options.temporal_init='zeros' zeroes the
   # copies except norms.
   init_copies: tuple[tuple[str, str], ...] = ()
+
+  # mx-mark/VideoTransformer-pytorch state-dict name of one of our variables (or None where it
+  # has none): (path, model) -> name. vidtx.convert.from_mxmark; None: no mx-mark counterpart.
+  mxmark_name: Callable[[tuple, nn.Module], str | None] | None = None

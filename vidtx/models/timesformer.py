@@ -10,8 +10,10 @@ attention_type:
     (the "temporal mixing off" baseline).
 Tokens are ordered (h, w, t), time fastest, as in Paddle. `time_embed` [1, num_frames, D]
 is nearest-interpolated when the clip has a different frame count. PP-TimeSformer is
-`qkv_bias=False`. `norm_epsilon` is the LayerNorm eps inside the blocks (Paddle 1e-6,
-mx-mark 1e-5); the final `norm` is always 1e-6.
+`qkv_bias=False`. `tubelet_size` > 1 embeds tubelets of that many frames (mx-mark's
+`conv_type='Conv3d'`); time then counts tubelets (`time_embed` [1, num_frames / tubelet, D]).
+`norm_epsilon` is the LayerNorm eps inside the blocks (Paddle 1e-6, mx-mark 1e-5); the final
+`norm` is always 1e-6.
 
 Parameter names (Paddle `backbone.X` / `head.X` -> ours; '.' -> '/', `blocks.i` -> `blocks_i`):
   cls_token, pos_embed [1,1+N,D], time_embed [1,T,D] (not in space_only),
@@ -24,6 +26,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from vidtx.errors import VidtxError
 from vidtx.models import resize, vit
 from vidtx.models.family import Family, Published
 
@@ -88,6 +91,7 @@ class TimeSformer(nn.Module):
   dtype: str = "bfloat16"
   attention_type: str = "divided_space_time"
   patch_size: int = 16
+  tubelet_size: int = 1  # > 1: Conv3d tubelets of this many frames (mx-mark's conv_type='Conv3d')
   hidden_size: int = 768
   depth: int = 12
   num_heads: int = 12
@@ -97,20 +101,27 @@ class TimeSformer(nn.Module):
   dropout_rate: float = 0.0
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
     vit.check_video(video, "timesformer")
-  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
     vit.check_choice("timesformer", "attention_type", self.attention_type, ATTENTION_TYPES)
     vit.check_choice("timesformer", "attention_impl", self.attention_impl, vit.ATTENTION_IMPLS)
     dtype = vit.compute_dtype(self.dtype)
     b, t, h, w, _ = video.shape
+    if t % self.tubelet_size:
+      raise VidtxError(f"timesformer: {t} frames is not a multiple of tubelet_size={self.tubelet_size}")
     d = self.hidden_size
     video = vit.constrain(video.astype(dtype), "act_batch", "act_time", None, None, None)
     grid = (self.image_size // self.patch_size,) * 2
-    x = vit.PatchEmbed(d, (self.patch_size,) * 2, dtype=dtype, name="patch_embed")(
-        video.reshape(b * t, h, w, 3))
+    if self.tubelet_size == 1:  # a 2D patch embedding of each frame (Conv2d)
+      x = vit.PatchEmbed(d, (self.patch_size,) * 2, dtype=dtype, name="patch_embed")(
+          video.reshape(b * t, h, w, 3))
+    else:  # tubelets (Conv3d): the transformer sees t / tubelet_size time steps
+      x = vit.PatchEmbed(d, (self.tubelet_size, self.patch_size, self.patch_size), dtype=dtype,
+                         name="patch_embed")(video)
+      t //= self.tubelet_size
     x = x.reshape(b * t, -1, d)
     n = x.shape[1]
     cls = vit.embedding_param(self, "cls_token", (1, 1, d))
@@ -125,7 +136,8 @@ class TimeSformer(nn.Module):
       # One global CLS (Paddle takes it from the first frame rows, all equal to cls + pos[0]).
       cls = jnp.broadcast_to((cls.astype(dtype) + pos[:, :1]), (b, 1, d))
       patches = (x + pos[:, 1:]).reshape(b, t, n, d).transpose(0, 2, 1, 3)
-      time = resize.resize_time_embed(vit.embedding_param(self, "time_embed", (1, self.num_frames, d),
+      steps = self.num_frames // self.tubelet_size
+      time = resize.resize_time_embed(vit.embedding_param(self, "time_embed", (1, steps, d),
                                                        nn.initializers.zeros), t)
       patches = patches + time[:, None].astype(dtype)
       x = jnp.concatenate([cls, patches.reshape(b, n * t, d)], axis=1)
@@ -147,12 +159,29 @@ class TimeSformer(nn.Module):
     return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
 
 
+# mx-mark's divided block: `attentions.0` is the temporal attention (with `temporal_fc`), which
+# runs first, `attentions.1` the spatial one; joint / space-only blocks have only `attentions.0`.
+_MXMARK_DIVIDED = {
+    **vit.MXMARK_BLOCK,
+    ("temporal_norm1",): "attentions.0.norm", ("temporal_attn", "qkv"): "attentions.0.attn.qkv",
+    ("temporal_attn", "proj"): "attentions.0.attn.proj", ("temporal_fc",): "attentions.0.temporal_fc",
+    ("norm1",): "attentions.1.norm", ("attn", "qkv"): "attentions.1.attn.qkv",
+    ("attn", "proj"): "attentions.1.attn.proj"}
+
+
+def mxmark_name(path: tuple, model: TimeSformer) -> str | None:
+  """Our variable path -> mx-mark's name (`model.transformer_layers.layers.N.…`)."""
+  parts = _MXMARK_DIVIDED if model.attention_type == "divided_space_time" else vit.MXMARK_BLOCK
+  return vit.mxmark_name(path, {"blocks": "model.transformer_layers.layers"}, parts)
+
+
 _B8 = dict(num_classes=400, num_frames=8, image_size=224)
 FAMILY = Family(
     module=TimeSformer,
     tiny={"divided": vit.TINY, "space_only": dict(vit.TINY, attention_type="space_only"),
           "joint": dict(vit.TINY, attention_type="joint_space_time"),
-          "pptimesformer": dict(vit.TINY, qkv_bias=False)},
+          "pptimesformer": dict(vit.TINY, qkv_bias=False),
+          "tubelet": dict(vit.TINY, tubelet_size=2, norm_epsilon=1e-5)},
     published=(
         Published("TimeSformer-B divided 8x224", _B8, params=121.4e6, gmacs=196.0,
                   source="TimeSformer paper; mmaction2 metafile (588G = 3 views)"),
@@ -170,4 +199,5 @@ FAMILY = Family(
     # temporal attention and its norm from the spatial ones.
     init_zeros=(".temporal_fc.", "backbone.time_embed"),
     init_copies=((".temporal_attn.", ".attn."), (".temporal_norm1.", ".norm1.")),
+    mxmark_name=mxmark_name,
 )

@@ -18,7 +18,8 @@ table rows and the RGB input channels are None. Activations `act_batch`, `act_ti
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,7 +36,6 @@ ATTENTION_IMPLS = ("xla", "cudnn")
 TINY = dict(num_frames=4, image_size=32, patch_size=16, hidden_size=32, depth=2, num_heads=4)
 
 trunc_normal = nn.initializers.truncated_normal
-
 
 # config.train.remat: what a block keeps for the backward pass (the rest is recomputed).
 REMAT_POLICIES = {
@@ -63,6 +63,7 @@ def remat_block(cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return rematerialised(self, x, train, tuple(sorted(static.items())))
 
   return type(cls.__name__, (cls,), {"__call__": __call__, "__doc__": cls.__doc__})
+
 
 def compute_dtype(name: str) -> jnp.dtype:
   """'bfloat16' | 'float32' -> dtype (the model's compute dtype; params stay float32)."""
@@ -140,6 +141,34 @@ def fit_embeddings(value: np.ndarray, path: tuple, shape: tuple, name: str, mode
   return value
 
 
+# mx-mark/VideoTransformer-pytorch's names for the parts of a pre-norm block (its
+# `BasicTransformerBlock`: `attentions.i` = norm + fused-qkv attention, `ffns.0` = norm + MLP).
+MXMARK_BLOCK = {("norm1",): "attentions.0.norm", ("attn", "qkv"): "attentions.0.attn.qkv",
+                ("attn", "proj"): "attentions.0.attn.proj", ("norm2",): "ffns.0.norm",
+                ("mlp", "fc1"): "ffns.0.layers.0.0", ("mlp", "fc2"): "ffns.0.layers.1"}
+
+
+def mxmark_name(path: tuple, blocks: Mapping[str, str],
+                block_parts: Mapping[tuple, str] = MXMARK_BLOCK) -> str | None:
+  """Our variable path -> mx-mark's Lightning state-dict name (None: it has no such variable).
+
+  The backbone is `model.`, the classifier `cls_head.cls_head.`; `blocks` maps our block lists
+  to theirs ('blocks' -> 'model.transformer_layers.layers'), `block_parts` a block's parts.
+  Leaves: kernel / scale -> weight (layouts: vidtx.convert.mxmark).
+  """
+  *modules, leaf = path[1:]
+  leaf = "weight" if leaf in ("kernel", "scale") else leaf
+  if modules[:1] == ["head"]:
+    return f"cls_head.cls_head.{leaf}"
+  if modules == ["patch_embed", "proj"]:
+    return f"model.patch_embed.projection.{leaf}"
+  block = re.match(r"^(\w+)_(\d+)$", modules[0]) if modules else None
+  if block and block[1] in blocks:
+    part = block_parts.get(tuple(modules[1:]))
+    return f"{blocks[block[1]]}.{block[2]}.{part}.{leaf}" if part else None
+  return "model." + ".".join(modules + [leaf])
+
+
 def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
   """Softmax attention.
 
@@ -155,6 +184,7 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
     if bias is not None:
       bias = jnp.broadcast_to(bias, lead + bias.shape[-3:]).reshape((-1,) + bias.shape[-3:])
       bias = bias.astype(q.dtype)
+    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
     out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias=bias, scale=scale,
                                        implementation="cudnn" if fused else None)
     return out.reshape(q.shape)
@@ -184,7 +214,6 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))
 
 
-    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
 class Attention(nn.Module):
   """Multi-head self-attention with one fused qkv Dense; x: [..., L, D] -> [..., L, D].
 

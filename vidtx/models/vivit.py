@@ -10,8 +10,12 @@ model:
     model blind to frame order: the "temporal mixing off" baseline).
     Frame representation (`frame_repr`): 'cls' (default, scenic) = the spatial encoder's CLS
     after `spatial_norm`; 'mean' (mx-mark) = the mean of the frame's patch tokens, no LN.
-    Each sample's own frames feed its temporal encoder (mx-mark's `x[:b, 0]` takes the CLS of
-    sample 0's frames for every sample; not reproduced).
+    The temporal encoder's class token (`temporal_cls`): 'learned' (default, scenic) = its own
+    `temporal_cls_token`; 'first_slice' (mx-mark) = the spatial encoder's CLS output of the
+    sample's first tubelet slice (no LN). mx-mark takes it as `x[:b, 0]` of a (b t)-ordered
+    tensor, so for batch > 1 every sample gets sample 0's slices (a bug); we take each sample's
+    own first slice, which is the same at batch 1. mx-mark's ViViT-B = frame_repr 'mean',
+    temporal_cls 'first_slice', norm_epsilon 1e-5 (configs/vivit_k400.py:recipe=mxmark).
   - 'spatio_temporal' (model 1): joint attention over the CLS and all T'*N tubelet tokens;
     factorised embeddings: `pos_embed` [1, 1+N, D] per frame plus `time_embed` [1, T', D].
     With `time_embedding=False` and `tubelet_size=1` it is blind to frame order (joint
@@ -33,6 +37,7 @@ from vidtx.models.family import Family, Published
 
 MODELS = ("factorised_encoder", "spatio_temporal")
 FRAME_REPRS = ("cls", "mean")
+TEMPORAL_CLS = ("learned", "first_slice")
 
 
 class ViViT(nn.Module):
@@ -53,9 +58,11 @@ class ViViT(nn.Module):
   drop_path_rate: float = 0.1
   dropout_rate: float = 0.0
   frame_repr: str = "cls"
+  temporal_cls: str = "learned"  # 'first_slice': mx-mark's temporal CLS (see the module doc)
   time_embedding: bool = True  # False: no `time_embed`; spatio_temporal with tubelet_size=1 is then order-blind
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
+  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
 
   def encoder(self, x, prefix: str, depth: int, *, train: bool, dtype):
     """`depth` pre-norm blocks named `{prefix}_{i}`; x: [N, L, D]."""
@@ -63,7 +70,6 @@ class ViViT(nn.Module):
       x = vit.remat_block(vit.Block, self.remat)(
           self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
           self.attention_impl, self.norm_epsilon, dtype, name=f"{prefix}_{i}")(x, train=train)
-  remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
     return x
 
   @nn.compact
@@ -71,6 +77,7 @@ class ViViT(nn.Module):
     vit.check_video(video, "vivit")
     vit.check_choice("vivit", "model", self.model, MODELS)
     vit.check_choice("vivit", "frame_repr", self.frame_repr, FRAME_REPRS)
+    vit.check_choice("vivit", "temporal_cls", self.temporal_cls, TEMPORAL_CLS)
     vit.check_choice("vivit", "attention_impl", self.attention_impl, vit.ATTENTION_IMPLS)
     dtype = vit.compute_dtype(self.dtype)
     b, t, h, w, _ = video.shape
@@ -100,6 +107,7 @@ class ViViT(nn.Module):
     else:
       x = jnp.concatenate([jnp.broadcast_to(cls, (b * tt, 1, d)), x.reshape(b * tt, n, d)], 1) + pos
       x = self.encoder(dropout(x, deterministic=not train), "blocks", self.depth, train=train, dtype=dtype)
+      first_slice_cls = x.reshape(b, tt, n + 1, d)[:, 0, :1]  # each sample's own first slice
       if self.frame_repr == "cls":
         x = vit.layer_norm(dtype=dtype, name="spatial_norm")(x)[:, 0]
       else:
@@ -109,8 +117,12 @@ class ViViT(nn.Module):
         # No temporal encoder: the frame representations are averaged (blind to frame order).
         x = vit.layer_norm(dtype=dtype, name="norm")(x.mean(axis=1))
         return vit.Head(self.num_classes, dtype=dtype, name="head")(x)
-      temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
-      x = jnp.concatenate([jnp.broadcast_to(temporal_cls, (b, 1, d)), x], axis=1)
+      if self.temporal_cls == "learned":
+        temporal_cls = vit.embedding_param(self, "temporal_cls_token", (1, 1, d)).astype(dtype)
+        temporal_cls = jnp.broadcast_to(temporal_cls, (b, 1, d))
+      else:
+        temporal_cls = first_slice_cls
+      x = jnp.concatenate([temporal_cls, x], axis=1)
       if self.time_embedding:
         time = vit.embedding_param(self, "time_embed", (1, 1 + frames, d))
         x = x + jnp.concatenate([time[:, :1], resize.resize_time_embed(time[:, 1:], tt)], axis=1).astype(dtype)
@@ -125,11 +137,24 @@ def fit_embeddings(value, path, shape, name, model):
   return vit.fit_embeddings(value, path, shape, name, time_cls=model.model == "factorised_encoder")
 
 
+def mxmark_name(path: tuple, model: ViViT) -> str | None:
+  """Our variable path -> mx-mark's name: the factorised encoder's spatial blocks are its
+  `transformer_layers.0`, the temporal ones `transformer_layers.1`."""
+  if model.model == "factorised_encoder":
+    blocks = {"blocks": "model.transformer_layers.0.layers",
+              "temporal_blocks": "model.transformer_layers.1.layers"}
+  else:
+    blocks = {"blocks": "model.transformer_layers.layers"}
+  return vit.mxmark_name(path, blocks)
+
+
 FAMILY = Family(
     module=ViViT,
     tiny={"factorised": dict(vit.TINY, temporal_depth=1),
           "factorised_mean": dict(vit.TINY, temporal_depth=1, frame_repr="mean"),
-          "spatio_temporal": dict(vit.TINY, model="spatio_temporal")},
+          "spatio_temporal": dict(vit.TINY, model="spatio_temporal"),
+          "mxmark": dict(vit.TINY, temporal_depth=1, frame_repr="mean", temporal_cls="first_slice",
+                         norm_epsilon=1e-5)},
     published=(
         Published("ViViT-B FE 32x224", dict(num_classes=400, num_frames=32, image_size=224),
                   params=115.1e6, gmacs=284.4, source="ViViT paper (Arnab et al., 2021)"),
@@ -139,4 +164,6 @@ FAMILY = Family(
     # the frame representation's norm as the image model's final norm.
     init_copies=(("backbone.temporal_blocks_", "backbone.blocks."),
                  ("backbone.spatial_norm.", "backbone.norm.")),
+    block_lists=("blocks", "temporal_blocks"),
+    mxmark_name=mxmark_name,
 )

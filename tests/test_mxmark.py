@@ -1,0 +1,224 @@
+"""torch.save files without PyTorch (vidtx.convert.torch_files) and mx-mark checkpoints
+(vidtx.convert.from_mxmark). The .pth files are written by tests/torch_writer.py."""
+import collections
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import pytest
+from flax import traverse_util
+
+import torch_writer
+from vidtx import checkpoint, convert, models
+from vidtx.convert import mxmark, torch_files
+from vidtx.errors import VidtxError
+
+# Model variants mx-mark has: TimeSformer's three attention types and Conv3d tubelets, ViViT's
+# factorised encoder as mx-mark runs it and its joint (spatio-temporal) model.
+VARIANTS = [("timesformer", "divided"), ("timesformer", "joint"), ("timesformer", "space_only"),
+            ("timesformer", "tubelet"), ("vivit", "mxmark"), ("vivit", "spatio_temporal")]
+
+
+def tiny(family, variant, **overrides):
+  return ml_collections.ConfigDict(models.tiny_config(family, variant, num_classes=3,
+                                                      dtype="float32", **overrides))
+
+
+def random_variables(config, seed=0):
+  rng = np.random.default_rng(seed)
+  flat = {p: rng.normal(size=s).astype(np.float32) for p, s in convert.model_shapes(config).items()}
+  return {"params": traverse_util.unflatten_dict(flat)["params"], "batch_stats": {}}
+
+
+def lightning_checkpoint(state):
+  """A checkpoint as PyTorch Lightning 1.3 (mx-mark's) saves it: callback states keyed by the
+  callback class, a MultiStepLR state with a Counter, SGD momentum buffers, the AMP scaler."""
+  counter = torch_writer.Call(torch_writer.Global("collections", "Counter"), {5: 1, 11: 1})
+  checkpoint_class = torch_writer.Global("pytorch_lightning.callbacks.model_checkpoint",
+                                         "ModelCheckpoint")
+  return {
+      "epoch": 14, "global_step": 96045, "pytorch-lightning_version": "1.3.8",
+      "state_dict": collections.OrderedDict(state),
+      "callbacks": {checkpoint_class: {"monitor": None, "best_model_path": ""}},
+      "optimizer_states": [{"state": {0: {"momentum_buffer": np.ones(3, np.float32)}},
+                            "param_groups": [{"lr": 0.005, "params": [0]}]}],
+      "lr_schedulers": [{"milestones": counter, "gamma": 0.1}],
+      "native_amp_scaling_state": {"scale": 65536.0, "_growth_tracker": 17},
+  }
+
+
+# ----------------------------------------------------------------------------- torch files
+@pytest.mark.parametrize("legacy", [False, True])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_torch_file_dtypes_strides_and_offsets(tmp_path, legacy, transposed):
+  rng = np.random.default_rng(0)
+  bf16 = torch_writer.BFloat16(rng.normal(size=(2, 3)))
+  state = {"f32": rng.normal(size=(3, 4)).astype(np.float32),
+           "f16": rng.normal(size=(2, 5)).astype(np.float16),
+           "bf16": bf16, "i64": np.arange(6, dtype=np.int64).reshape(2, 3),
+           "empty": np.zeros((0, 4), np.float32)}
+  path = str(tmp_path / "model.pth")
+  torch_writer.save_torch(state, path, legacy=legacy, transposed=transposed)
+  loaded = convert.load_torch(path)
+  assert sorted(loaded) == sorted(state)
+  for name in ("f32", "f16", "i64", "empty"):
+    assert loaded[name].dtype == state[name].dtype
+    np.testing.assert_array_equal(loaded[name], state[name])
+  assert loaded["bf16"].dtype == np.float32  # bfloat16 widened
+  np.testing.assert_array_equal(loaded["bf16"], bf16.rounded())
+
+
+def test_lightning_checkpoint_and_plain_state_dicts(tmp_path):
+  weights = {"model.w": np.ones((2, 2), np.float32), "cls_head.cls_head.bias": np.zeros(3, np.float32)}
+  path = str(tmp_path / "last_checkpoint.pth")
+  torch_writer.save_torch(lightning_checkpoint(weights), path)
+  loaded = convert.load_torch(path)
+  assert loaded["epoch"] == 14 and loaded["lr_schedulers"][0]["milestones"] == {5: 1, 11: 1}
+  callback = next(iter(loaded["callbacks"]))  # a class named, never imported
+  assert isinstance(callback, torch_files.Name) and callback.name == "ModelCheckpoint"
+  assert sorted(torch_files.state_dict(loaded, path)) == sorted(weights)
+  plain = str(tmp_path / "plain.pth")
+  torch_writer.save_torch(weights, plain)
+  assert sorted(torch_files.state_dict(convert.load_torch(plain), plain)) == sorted(weights)
+  mae = str(tmp_path / "mae.pth")
+  torch_writer.save_torch({"model": weights, "epoch": 399}, mae)
+  assert sorted(torch_files.state_dict(convert.load_torch(mae), mae)) == sorted(weights)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_torch_reader_refuses_code_and_does_not_run_it(tmp_path, legacy):
+  marker = tmp_path / "pwned"
+  evil = torch_writer.Call(torch_writer.Global("os", "system"), f"touch {marker}")
+  path = str(tmp_path / "evil.pth")
+  torch_writer.save_torch({"w": np.zeros(2, np.float32), "x": evil}, path, legacy=legacy)
+  with pytest.raises(VidtxError, match="refused to load.*os.system"):
+    convert.load_torch(path)
+  assert not marker.exists()
+  # The same through Python's own pickle (a plain pickle file is not a torch file either way).
+  raw = tmp_path / "raw.pth"
+  raw.write_bytes(pickle.dumps({"x": _RunsCommand(marker)}, protocol=2))
+  with pytest.raises(VidtxError):
+    convert.load_torch(str(raw))
+  assert not marker.exists()
+
+
+class _RunsCommand:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (os.system, (f"touch {self.marker}",))
+
+
+def test_torch_reader_rejects_garbage_and_non_state_dicts(tmp_path):
+  garbage = tmp_path / "garbage.pth"
+  garbage.write_bytes(b"\x00not a checkpoint" * 10)
+  with pytest.raises(VidtxError, match="garbage.pth"):
+    convert.load_torch(str(garbage))
+  with pytest.raises(VidtxError, match="does not exist"):
+    convert.load_torch(str(tmp_path / "missing.pth"))
+  listed = str(tmp_path / "list.pth")
+  torch_writer.save_torch([np.zeros(2, np.float32)], listed)
+  with pytest.raises(VidtxError, match="expected a state dict"):
+    torch_files.state_dict(convert.load_torch(listed), listed)
+
+
+# ----------------------------------------------------------------------------- mx-mark names
+def test_mxmark_names_are_theirs():
+  """The names and torch layouts of mx-mark's TimeSformer-B and ViViT-B Lightning checkpoints."""
+  tsf = ml_collections.ConfigDict(dict(
+      models.tiny_config("timesformer", None, num_classes=600, dtype="float32", hidden_size=16,
+                         num_heads=2, depth=1, norm_epsilon=1e-5)))
+  state = mxmark.to_mxmark(random_variables(tsf), tsf)
+  layer = "model.transformer_layers.layers.0."
+  expected = {
+      "model.cls_token": (1, 1, 16), "model.pos_embed": (1, 5, 16), "model.time_embed": (1, 4, 16),
+      "model.patch_embed.projection.weight": (16, 3, 16, 16),
+      layer + "attentions.0.norm.weight": (16,), layer + "attentions.0.attn.qkv.weight": (48, 16),
+      layer + "attentions.0.attn.proj.weight": (16, 16),
+      layer + "attentions.0.temporal_fc.weight": (16, 16),
+      layer + "attentions.1.attn.qkv.bias": (48,), layer + "ffns.0.norm.bias": (16,),
+      layer + "ffns.0.layers.0.0.weight": (64, 16), layer + "ffns.0.layers.1.weight": (16, 64),
+      "model.norm.weight": (16,), "cls_head.cls_head.weight": (600, 16),
+  }
+  for name, shape in expected.items():
+    assert state[name].shape == shape, name
+  vivit = tiny("vivit", "mxmark")
+  state = mxmark.to_mxmark(random_variables(vivit), vivit)
+  assert state["model.patch_embed.projection.weight"].shape == (32, 3, 2, 16, 16)
+  assert state["model.time_embed"].shape == (1, 3, 32)  # 1 + 2 tubelet slices
+  assert "model.transformer_layers.1.layers.0.attentions.0.attn.qkv.weight" in state
+  assert not any("temporal_cls" in name or "spatial_norm" in name for name in state)
+
+
+@pytest.mark.parametrize("family,variant", VARIANTS)
+def test_mxmark_round_trip_through_a_lightning_checkpoint(family, variant, tmp_path):
+  config = tiny(family, variant)
+  variables = random_variables(config)
+  path = str(tmp_path / "model.pth")
+  torch_writer.save_torch(lightning_checkpoint(mxmark.to_mxmark(variables, config)), path)
+  restored = convert.from_mxmark(path, config)
+  a, b = traverse_util.flatten_dict(variables), traverse_util.flatten_dict(restored)
+  assert sorted(a) == sorted(b)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+
+
+def test_mxmark_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
+  config = tiny("vivit", "mxmark")
+  state = mxmark.to_mxmark(random_variables(config), config)
+  with pytest.raises(VidtxError, match="missing keys.*temporal_cls_token"):
+    convert.from_mxmark(state, tiny("vivit", "factorised_mean"))  # scenic's temporal CLS
+  state.pop("model.norm.bias")
+  state["model.extra"] = np.zeros(2, np.float32)
+  with pytest.raises(VidtxError, match=r"missing keys: model.norm.bias.*unexpected keys: model.extra"):
+    convert.from_mxmark(state, config)
+  with pytest.raises(VidtxError, match="no mx-mark counterpart"):
+    convert.from_mxmark(state, tiny("swin", None))
+
+
+def test_vivit_first_slice_class_token_is_per_sample():
+  """mx-mark's `x[:b, 0]` gives every sample of a batch sample 0's slices; each of ours gets its
+  own, so a batch gives the logits of its samples run one at a time."""
+  config = tiny("vivit", "mxmark")
+  model = models.build(config)
+  variables = random_variables(config)
+  video = np.random.default_rng(1).normal(size=(2, 4, 32, 32, 3)).astype(np.float32)
+  batch = model.apply(variables, video, train=False)
+  for i in range(2):
+    np.testing.assert_allclose(batch[i], model.apply(variables, video[i:i + 1], train=False)[0],
+                               rtol=1e-5, atol=1e-6)
+  # The temporal class token is the first slice's: changing only the second slice's frames of
+  # sample 1 changes its logits, and not sample 0's.
+  other = video.copy()
+  other[1, 2:] += 1.0
+  changed = model.apply(variables, other, train=False)
+  np.testing.assert_array_equal(changed[0], batch[0])
+  assert np.abs(changed[1] - batch[1]).max() > 1e-4
+
+
+def test_mxmark_cli_converts_with_a_json_class_map(tmp_path):
+  config_path = "configs/timesformer_k600.py:smoke=True"
+  from configs import timesformer_k600  # pylint: disable=g-import-not-at-top
+  config = timesformer_k600.get_config("smoke=True")
+  variables = random_variables(config.model)
+  source = str(tmp_path / "tsf.pth")
+  torch_writer.save_torch(lightning_checkpoint(mxmark.to_mxmark(variables, config.model)), source)
+  names = ["riding a bike", "abseiling", "yoga", "zumba", "archery"]
+  classmap = tmp_path / "classmap.json"
+  classmap.write_text(json.dumps({n: i for i, n in enumerate(names)}))
+  out = str(tmp_path / "converted")
+  run = subprocess.run([sys.executable, "-m", "vidtx.convert", "mxmark", "--config", config_path,
+                        "--input", source, "--output", out, "--labels", str(classmap)],
+                       capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert run.returncode == 0, run.stderr
+  meta = checkpoint.read_meta(out)
+  assert meta["label_names"] == names and meta["source"]["format"] == "mxmark"
+  restored, _ = checkpoint.restore_variables(out, checkpoint.abstract(variables))
+  np.testing.assert_array_equal(np.asarray(restored["params"]["head"]["fc"]["kernel"]),
+                                variables["params"]["head"]["fc"]["kernel"])

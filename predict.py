@@ -2,7 +2,8 @@
 
 Each file goes through exactly the evaluation pipeline: decoded and resized as the
 training data was prepared (the checkpoint records how), then the config's test
-views (clips x crops), averaged as config.eval.averaging says. Prints the top-5
+views (clips x crops) of its test protocol (docs/protocols.md; the video's own frame rate and
+timestamps), averaged as config.eval.averaging says. Prints the top-5
 classes with probabilities.
 """
 import sys
@@ -39,13 +40,15 @@ def main(argv):
     try:
       decoded = decode.decode_video(
           path, short_side=prepared.get("short_side", 256), fps=prepared.get("fps"),
-          max_frames=prepared.get("max_frames"), jpeg_quality=prepared.get("jpeg_quality", 90))
+          max_frames=prepared.get("max_frames"), jpeg_quality=prepared.get("jpeg_quality", 90),
+          # Datasets prepared before the option stretched non-square pixels.
+          pixel_aspect=prepared.get("pixel_aspect", "apply"))
     except cli.VidtxError as e:
       messages.error(str(e))
       failures += 1
       continue
     clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips,
-                                  config.data.test_crops, fps=decoded.fps)
+                                  config.data.test_crops, source=decoded.source)
     scores = np.asarray(scores_fn(variables, clip_views[None]))[0]
     probs = scores if averaging == "prob" else np.asarray(jax.nn.softmax(scores))
     messages.say(f"{path}:")

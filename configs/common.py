@@ -118,6 +118,14 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       flip=True,
       fixed_ratio=False,  # Paddle Scale(fixed_ratio=True): frames squashed to 4:3 first
       eval_short_side=256, test_clips=1, test_crops=1,
+      # Test protocol (vidtx.data.protocol, docs/protocols.md): named window, sampler, resize
+      # and crop functions; the seed configs name those that reproduce their seed's.
+      test_window="whole",      # "whole" | "pyav_test" (PaddleVideo's pyav decoder, test mode)
+      test_window_seconds=0.0,  # pyav_test: sampling_rate * num_seg / target_fps (32 * 8 / 30)
+      test_sampler="vidtx",     # "vidtx": vidtx.data.sampling in mode test_sampling
+      test_resize="round",      # short side eval_short_side, long side rounded (4:3: fixed_ratio)
+      test_crop="vidtx",        # 1: centre; 3: along the longer side (PaddleVideo UniformCrop)
+      test_interpolation="bilinear",  # or "bilinear_antialias" (PIL's BILINEAR)
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
       shuffle_buffer=256,
       num_threads=_unset(int),  # tf.data private thread pool; unset = tf.data's shared pool

@@ -11,6 +11,14 @@ Recipe: SGD nesterov, warmup 2 epochs then cosine (PaddleVideo's CustomWarmupCos
 20 epochs, L2 7e-5 (none on cls_token / pos_embed / time_embed / head bias), gradient clip 40,
 label smoothing 0.1, VideoMix. SWA and the distillation teacher are not in PaddleVideo's
 public code and are not part of this config.
+
+Test protocol: PaddleVideo's pptimesformer_k400_videos.yaml, frame for frame
+(docs/protocols.md): the pyav decoder's test window of 32 * num_seg / 30 s x fps frames (16
+frames: num_seg 16 in the decoder too, as PaddleVideo's 16-frame test command sets it: a
+17-s window), floor(linspace(0, window - 1, T)) clipped to the last frame, short side 224
+(long side floored), UniformCrop [left, right, centre]. A video shorter than the window
+repeats its last frame (the seed's quirk; what the checkpoint was tested with);
+--config.data.test_sampler=paddle_linspace_spread spreads the frames over the video instead.
 """
 import os
 
@@ -34,6 +42,8 @@ def get_config(arg=None):
       test_window_placement="linspace",  # one test window, starting at frame 0 (PaddleVideo)
       image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
       eval_short_side=224, test_clips=1, test_crops=3,
+      test_window="pyav_test", test_window_seconds=32 * args.frames / 30, test_sampler="paddle_linspace",
+      test_resize="paddle_jitter_scale", test_crop="paddle_uniform",
       mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=20, label_smoothing=0.1,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -11,6 +11,13 @@ Recipe: frames squashed to 4:3 at short side 256 (Scale fixed_ratio), MultiScale
 random crop 224, flip; SGD nesterov, PaddleVideo warmup-cosine over 80 epochs (10 warmup),
 L2 1e-4 (none on BatchNorm and the fc bias), fc LR x5 (weight) / x10 (bias), label smoothing
 0.1, mixup 0.2, batch 128. Precise-BN is not implemented yet.
+
+Test protocol: PaddleVideo's pptsm_k400_frames_uniform.yaml / _videos_uniform.yaml (the
+same arithmetic) or _frames_dense.yaml, frame for frame (docs/protocols.md): uniform, the
+middle frame of each of 8 segments, Scale(256) to 4:3 (341x256; a frame whose short side
+is already 256 is kept as it is, the seed's quirk), CenterCrop 224 at round((w - 224) / 2);
+dense, 10 windows of 8 frames 8 apart starting at linspace(0, n - 64, 10), the same
+Scale, GroupFullResSample [left, right, centre]. PIL's bilinear (antialiased) resize.
 """
 import os
 
@@ -34,6 +41,9 @@ def get_config(arg=None):
       image_size=224, train_aug="multi_scale_crop", msc_size=256, fixed_ratio=True,
       eval_short_side=256, test_clips=10 if dense else 1, test_crops=3 if dense else 1,
       test_window_placement="linspace" if dense else "centre",
+      test_sampler="paddle_dense" if dense else "vidtx", test_resize="paddle_scale_4_3",
+      test_crop="paddle_full_res" if dense else "paddle_center",
+      test_interpolation="bilinear_antialias",
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
   c.train.update(batch_size=128, device_batch_size=16, num_epochs=80, label_smoothing=0.1,
                  log_every=50, val_every=5000, checkpoint_every=2000,

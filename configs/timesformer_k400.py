@@ -8,6 +8,13 @@ r"""TimeSformer-B, divided space-time attention, 8x224, Kinetics-400 (PaddleVide
 Published: 77.29 top-1 (1 clip x 3 crops of short side 224, score averaging).
 Arguments: `attention=divided_space_time|joint_space_time|space_only`, `smoke=True`.
 Sampling: 8 frames evenly spaced (linspace) over a window of 8 x 32 frames at 30 fps.
+
+Test protocol: PaddleVideo's timesformer_k400_videos.yaml, frame for frame
+(docs/protocols.md): the pyav decoder's test window of 32 * 8 / 30 s x fps frames,
+floor(linspace(0, window - 1, 8)) clipped to the last frame, short side 224 (long side
+floored), UniformCrop [left, right, centre]. A video shorter than the window repeats its
+last frame (the seed's quirk; what the checkpoint was tested with);
+--config.data.test_sampler=paddle_linspace_spread spreads the frames over the video instead.
 """
 import os
 
@@ -29,6 +36,8 @@ def get_config(arg=None):
       test_window_placement="linspace",  # one test window, starting at frame 0 (PaddleVideo)
       image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
       eval_short_side=224, test_clips=1, test_crops=3,
+      test_window="pyav_test", test_window_seconds=32 * 8 / 30, test_sampler="paddle_linspace",
+      test_resize="paddle_jitter_scale", test_crop="paddle_uniform",
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=15,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -8,6 +8,13 @@ r"""TokShift Transformer (ViT-B/16, 8x256) on UCF101 split 1, PaddleVideo's reci
 
 Published: 92.81 top-1 (1 clip x 3 crops, score averaging). PaddleVideo trains on one V100
 with batch 16 and 16 accumulation steps (global batch 256), 25 epochs.
+
+Test protocol: PaddleVideo's tokShift_transformer_ucf101_256_videos.yaml, frame for frame
+(docs/protocols.md): the pyav decoder's test window (the first 32 * 8 / 30 s x fps frames,
+about 8.5 s, plus one), 8 segment-middle frames in it, short side 256 (long side floored),
+MultiCenterCrop [centre, left, right] with the right crop at x = w - 256. The window is
+the seed's quirk (a longer video's end is never seen); --config.data.test_window=whole
+samples the segments over the whole video instead.
 """
 import os
 
@@ -28,6 +35,8 @@ def get_config(arg=None):
       # Train: 8 frames at stride 8 in a random 64-frame window; test: segment-uniform.
       num_frames=8, sampling="dense", frame_interval=8, test_sampling="segment", image_size=256, train_aug="scale_jitter",
       scale_jitter=(256, 380), eval_short_side=256, test_clips=1, test_crops=3,
+      test_window="pyav_test", test_window_seconds=32 * 8 / 30, test_resize="paddle_jitter_scale",
+      test_crop="paddle_multi_center",
       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
   c.train.update(batch_size=256, device_batch_size=16, num_epochs=25, label_smoothing=0.01,
                  log_every=20, val_every=500, checkpoint_every=500)

@@ -9,6 +9,11 @@ Published (4 clips x 3 crops, probability averaging): base 82.40, small 80.18
 Recipe: 32 frames at stride 2, random resized crop 224, flip; AdamW, weight decay 0.05
 (base) / 0.02 (small, tiny) except norms and the relative position bias table, lr 3e-5
 (base) / 1e-4, linear warmup 2.5 epochs from 0.1x, cosine, 30 epochs, head LR x10, batch 64.
+
+Test protocol: PaddleVideo's videoswin_{base,small}_k400_videos.yaml, frame for frame
+(docs/protocols.md): 4 clips of 32 frames 2 apart starting at int(j * a + a / 2),
+a = (n - 63) / 4, Scale(224, keep_ratio, do_round) (cv2 bilinear), UniformCrop [left,
+right, centre]: 12 views, probability averaging.
 """
 import os
 
@@ -37,6 +42,7 @@ def get_config(arg=None):
       num_frames=32, sampling="dense", frame_interval=2,
       image_size=224, train_aug="random_resized_crop",
       eval_short_side=224, test_clips=4, test_crops=3,
+      test_sampler="paddle_clips", test_resize="paddle_scale_round", test_crop="paddle_uniform",
       mean=(123.675 / 255, 116.28 / 255, 103.53 / 255), std=(58.395 / 255, 57.12 / 255, 57.375 / 255))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=30,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -15,6 +15,10 @@ def define_prepare_flags() -> None:
   flags.DEFINE_float("fps", None, "Resample to this frame rate (default: keep every frame).")
   flags.DEFINE_integer("max_frames", None, "Keep at most this many frames per video.")
   flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
+  flags.DEFINE_enum("pixel_aspect", "ignore", ["ignore", "apply"],
+                    "Non-square pixels: 'ignore' keeps the stored pixel grid, as the seeds' "
+                    "decoders (PaddleVideo, mx-mark) did for their checkpoints; 'apply' stretches "
+                    "frames to the display aspect.")
   flags.DEFINE_float("video_timeout", 300, "Seconds one video may take to decode; a slower one, "
                      "or one whose decoder hangs, is skipped and reported (0: no limit).")
   flags.DEFINE_integer("videos_per_shard", 32, "Videos per TFRecord shard.")
@@ -27,7 +31,7 @@ def settings():
   from vidtx.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top  (TensorFlow)
   return prepare_lib.Settings(
       short_side=FLAGS.short_side, fps=FLAGS.fps, max_frames=FLAGS.max_frames,
-      jpeg_quality=FLAGS.jpeg_quality, workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
+      jpeg_quality=FLAGS.jpeg_quality, pixel_aspect=FLAGS.pixel_aspect, workers=FLAGS.workers, video_timeout=FLAGS.video_timeout,
       videos_per_shard=FLAGS.videos_per_shard, overwrite=FLAGS.overwrite)
 
 

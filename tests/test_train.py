@@ -316,7 +316,8 @@ def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
 
   # The same video through the eval transform and the original (unconverted) variables.
   decoded = decode.decode_video(video, short_side=256)
-  clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips, config.data.test_crops)
+  clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips,
+                                config.data.test_crops, source=decoded.source)
   scores = evaluate.video_scores(model, variables, clip_views[None], config.data, config.eval.averaging)[0]
   probs = np.asarray(jax.nn.softmax(scores))
   expected = evaluate.top_k(probs, labels)

@@ -75,12 +75,14 @@ def train_clip(jpegs: tf.Tensor, seed: tf.Tensor, data) -> tf.Tensor:
   return tf.ensure_shape(clip, shape)
 
 
-def resize(frames: tf.Tensor, height, width) -> tf.Tensor:
-  """Bilinear (half-pixel centres, no antialiasing) to uint8; a no-op at the same size."""
+def resize(frames: tf.Tensor, height, width, *, antialias: bool = False) -> tf.Tensor:
+  """Bilinear (half-pixel centres; antialiased when shrinking if `antialias`, as PIL's
+  BILINEAR) to uint8; a no-op at the same size."""
   same = tf.logical_and(tf.shape(frames)[1] == height, tf.shape(frames)[2] == width)
 
   def resized():
-    out = tf.image.resize(frames, tf.stack([height, width]), method="bilinear")
+    out = tf.image.resize(frames, tf.stack([height, width]), method="bilinear",
+                          antialias=antialias)
     return tf.cast(tf.round(out), tf.uint8)
 
   return tf.cond(same, lambda: frames, resized)

@@ -1,14 +1,14 @@
 """Which frames a clip takes, inside tf.data: `vidtx.data.sampling`'s samplers, set by config.data.
 
-Training draws the sampler's random integers from the clip's stateless seed; test clips are
-deterministic. Linspace windows are `num_frames * frame_interval` frames, scaled by
+Training draws the sampler's random integers from the clip's stateless seed (test clips
+come from the config's test protocol, `vidtx.data.protocol`, through `views.plan`). Linspace windows are `num_frames * frame_interval` frames, scaled by
 fps / target_fps where `config.data.target_fps` is set (PaddleVideo's pyav window).
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from vidtx.data import config, sampling
+from vidtx.data import sampling
 
 _tnp = tf.experimental.numpy
 
@@ -18,9 +18,9 @@ def clip_seeds(seed: tf.Tensor) -> list[tf.Tensor]:
   return tf.unstack(tf.random.experimental.stateless_split(seed, 3))
 
 
-def _indices(data, length, fps, *, rand=None, num_clips=1) -> tf.Tensor:
-  """Frame indices `[clips, T]` (int64): a training clip where `rand` is given, else test clips."""
-  mode = data.sampling if rand is not None else config.test_sampling(data)
+def _indices(data, length, fps, *, rand, num_clips=1) -> tf.Tensor:
+  """Frame indices `[1, T]` (int64) of a training clip."""
+  mode = data.sampling
   window = data.num_frames * data.frame_interval
   if mode == "linspace" and data.target_fps > 0 and window > 0:
     window = tf.cast(tf.round(window * fps / data.target_fps), tf.int64)
@@ -36,8 +36,3 @@ def train_indices(length: tf.Tensor, fps: tf.Tensor, seed: tf.Tensor, data) -> t
       [sampling.num_random(data.sampling, data.num_frames)], clip_seeds(seed)[0], 0,
       sampling.RAND_RANGE, tf.int64)
   return _indices(data, length, fps, rand=rand)[0]
-
-
-def test_indices(length: tf.Tensor, fps: tf.Tensor, data, num_clips: int) -> tf.Tensor:
-  """The frame indices of a video's test clips, clip after clip: `[clips * T]`."""
-  return tf.reshape(_indices(data, length, fps, num_clips=num_clips), [-1])

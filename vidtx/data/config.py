@@ -8,7 +8,7 @@ TensorFlow until `check` runs (the augmentation registry needs it).
 """
 from __future__ import annotations
 
-from vidtx.data import sampling
+from vidtx.data import protocol, sampling
 from vidtx.errors import VidtxError
 
 
@@ -88,5 +88,6 @@ def check(data, *, dataset: bool = True) -> None:
                               or threads < 1):
     raise VidtxError(f"config.data.num_threads={threads!r} must be a positive integer "
                      "(or None: tf.data's shared pool)")
+  protocol.check(data)
   from vidtx.data import augment  # pylint: disable=g-import-not-at-top  (TensorFlow; it imports this)
   augment.check(data)

@@ -1,9 +1,13 @@
 """One video file -> its frames as a player shows them: upright, resampled, resized, JPEG.
 
-PyAV decodes; the display matrix turns phone videos upright; the sample aspect ratio
-gives the displayed width; `fps` resamples by timestamp; the short side is resized;
+PyAV decodes; the display matrix turns phone videos upright; `pixel_aspect='apply'` stretches
+frames by the sample aspect ratio to the displayed width ('ignore', the default, keeps the
+stored pixel grid, as the seeds' decoders do); `fps` resamples by timestamp; the short side
+is resized;
 every kept frame is encoded as JPEG (what a prepared dataset stores, and what
-predict.py feeds the eval views). Used by `vidtx.data.prepare` and predict.py.
+predict.py feeds the eval views), with the facts a seed's test protocol needs
+(`protocol.Source`: frame size before the resize, frame rate, stream duration, timestamps).
+Used by `vidtx.data.prepare` and predict.py.
 """
 from __future__ import annotations
 
@@ -18,10 +22,12 @@ import numpy as np
 import tensorflow as tf
 from av.video.reformatter import VideoReformatter
 
+from vidtx.data import protocol
 from vidtx.errors import VidtxError
 
 # A stream that yields fewer frames than this share of what its header promises is truncated.
 _TRUNCATED_SHARE = 0.9
+PIXEL_ASPECTS = ("ignore", "apply")
 
 
 class VideoError(VidtxError):
@@ -35,12 +41,14 @@ class VideoError(VidtxError):
 
 @dataclasses.dataclass(frozen=True)
 class DecodedVideo:
-  """One decoded video: `jpeg_frames` in display order at `fps`, each `height` x `width`."""
+  """One decoded video: `jpeg_frames` in display order at `fps`, each `height` x `width`;
+  `source`: what the source's decoder knew (for the test protocols)."""
   jpeg_frames: list[bytes]
   fps: float
   height: int
   width: int
   codec: str
+  source: protocol.Source
 
 
 def output_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -85,8 +93,10 @@ class _FrameEncoder:
   encoded once.
   """
 
-  def __init__(self, stream, short_side: int | None, quality: int):
+  def __init__(self, stream, short_side: int | None, quality: int, pixel_aspect: str):
     self.stream, self.short_side, self.quality = stream, short_side, quality
+    self.pixel_aspect = pixel_aspect
+    self.shown = None  # (width, height) upright, before the short-side resize
     self.reformatter = VideoReformatter()  # keeps its scaler between frames: much faster
     self.size = None  # (width, height, interpolation) as displayed
     self.turns = 0  # quarter turns counter-clockwise from stored to displayed
@@ -97,9 +107,11 @@ class _FrameEncoder:
       return self.last[1]
     if self.size is None:
       sar = self.stream.codec_context.sample_aspect_ratio
-      display_width = round(frame.width * float(sar)) if sar and float(sar) > 0 else frame.width
+      stretch = self.pixel_aspect == "apply" and sar and float(sar) > 0
+      display_width = round(frame.width * float(sar)) if stretch else frame.width
       self.turns = round(frame.rotation / 90) % 4  # FFmpeg's rotation is counter-clockwise
       shown = (frame.height, display_width) if self.turns % 2 else (display_width, frame.height)
+      self.shown = shown
       width, height = output_size(*shown, self.short_side)
       # AREA filters properly when shrinking; when enlarging (UCF101's 240 -> 256) BILINEAR is
       # as good at such small factors and half the cost of BICUBIC.
@@ -117,7 +129,7 @@ class _FrameEncoder:
 
 def decode_video(path: str, *, short_side: int | None = 256, fps: float | None = None,
                  max_frames: int | None = None, jpeg_quality: int = 90,
-                 timeout: float | None = None) -> DecodedVideo:
+                 timeout: float | None = None, pixel_aspect: str = "ignore") -> DecodedVideo:
   """Decodes `path` to JPEG frames as a player shows them, the short side resized to `short_side`.
 
   Frames are turned upright by the display matrix (phone videos stored landscape
@@ -125,11 +137,15 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
   timestamp (output frame k shows the source frame on screen at k / fps; None
   keeps every frame at the source rate). `max_frames`: keep at most this many
   output frames. `timeout`: give up after this many seconds (checked between
-  frames; None or 0: no limit). Raises `VideoError` (a `VidtxError`) for a
+  frames; None or 0: no limit). `pixel_aspect`: 'ignore' keeps the stored pixel grid (the
+  seeds' decoders: what their checkpoints saw), 'apply' stretches to the display aspect.
+  Raises `VideoError` (a `VidtxError`) for a
   missing, empty, truncated or undecodable file, one without video frames, or
   one that takes too long.
   """
   path = os.fspath(path)
+  if pixel_aspect not in PIXEL_ASPECTS:
+    raise VidtxError(f"pixel_aspect={pixel_aspect!r} is not one of {PIXEL_ASPECTS}")
   _check_file(path)
   deadline = time.monotonic() + timeout if timeout else None
   try:
@@ -142,7 +158,8 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
       raise VideoError(path, "has no video stream")
     stream = container.streams.video[0]
     rate = _stream_rate(stream)
-    encode = _FrameEncoder(stream, short_side, jpeg_quality)
+    encode = _FrameEncoder(stream, short_side, jpeg_quality, pixel_aspect)
+    pts: list[int] = []  # timestamps of the kept frames (fps=None), in the stream's time base
     limit = max_frames or sys.maxsize
     jpegs: list[bytes] = []
     times: list[float] = []  # presentation time of every decoded frame
@@ -155,6 +172,7 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
         times.append(t)
         if fps is None:
           jpegs.append(encode(frame, index))
+          pts.append(frame.pts if frame.pts is not None else index)
         elif held is not None:
           while len(jpegs) < min(frames_before(times[0], fps, t), limit):
             jpegs.append(encode(*held))
@@ -181,5 +199,15 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
       while len(jpegs) < min(frames_before(times[0], fps, end), limit):
         jpegs.append(encode(*held))
     width, height, _ = encode.size
+    if fps is None:
+      average = stream.average_rate
+      rate_ratio = ((average.numerator, average.denominator) if average and average > 0
+                       else protocol.rate_fraction(rate))
+      source = protocol.Source(
+          height=encode.shown[1], width=encode.shown[0], rate=rate_ratio,
+          stream_duration=-1 if stream.duration is None else int(stream.duration),
+          stream_frames=int(stream.frames or 0), pts=tuple(int(p) for p in pts))
+    else:  # resampled: a constant-rate video at `fps`
+      source = protocol.Source.fallback(len(jpegs), fps, encode.shown[1], encode.shown[0])
     return DecodedVideo(jpeg_frames=jpegs, fps=float(fps or rate), height=height, width=width,
-                        codec=stream.codec_context.name)
+                        codec=stream.codec_context.name, source=source)

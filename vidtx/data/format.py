@@ -38,6 +38,8 @@ def features(class_names: Sequence[str]) -> tfds.features.FeaturesDict:
       "video_id": tfds.features.Text(),
       "fps": tfds.features.Scalar(dtype=np.float32),
       "num_frames": tfds.features.Scalar(dtype=np.int32),
+      # What the source's decoder knew: vidtx.data.protocol.Source as JSON (test protocols).
+      "source": tfds.features.Text(),
   })
 
 
@@ -48,8 +50,9 @@ def shard_path(data_dir: str, split: str, shard: int, num_shards: int) -> str:
 
 
 def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence[bytes],
-                      label: int, video_id: str, fps: float) -> bytes:
-  """One video as a serialized tf.train.Example. `jpeg_frames`: encoded JPEGs, in order."""
+                      label: int, video_id: str, fps: float, source: str = "") -> bytes:
+  """One video as a serialized tf.train.Example. `jpeg_frames`: encoded JPEGs, in order;
+  `source`: its `protocol.Source` as JSON."""
   class_names = spec["label"].names
   serialized = spec.serialize_example({
       "video": list(jpeg_frames),
@@ -58,6 +61,7 @@ def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence
       "video_id": video_id,
       "fps": np.float32(fps),
       "num_frames": np.int32(len(jpeg_frames)),
+      "source": source,
   })
   # The feature map's order otherwise depends on the process: same input, same bytes.
   return tf.train.Example.FromString(serialized).SerializeToString(deterministic=True)

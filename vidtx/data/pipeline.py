@@ -104,8 +104,9 @@ def make_eval_dataset(data, *, split: str, batch_size: int, num_clips: int, num_
 
   def example(position, *element):
     video = source.video(*element)
-    indices = clips.test_indices(video.length, video.fps, data, num_clips)
-    return {"video": views.from_jpegs(video.frames(indices), data, num_clips, num_crops),
+    jpegs = video.frames(views.test_indices(video, data, num_clips))
+    resized_hw, crops = views.test_geometry(video, jpegs, data, num_crops)
+    return {"video": views.from_jpegs(jpegs, data, num_clips, num_crops, resized_hw, crops),
             "label": video.label, "mask": tf.constant(True),
             "index": tf.cast(position, tf.int32)}
 

@@ -48,7 +48,7 @@ WORK_DIR = ".prepare"
 # In the work dir: videos whose worker hung (and was killed) or died on them (path -> reason).
 _FATAL_FILE = "fatal.json"
 # Bump when the bytes written for the same input and settings change: stale markers then redo.
-_PLAN_VERSION = 3
+_PLAN_VERSION = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +57,9 @@ class Settings:
 
   short_side: frames resized so the short side has this many pixels (None or 0: as stored).
   fps: resampled to this frame rate (None: every frame). max_frames: at most this many per
-  video (None: all). jpeg_quality: 1-100. workers: worker processes (None: every core; 1: in
-  this process, without the watchdog). video_timeout: seconds one video may take (None or 0:
+  video (None: all). jpeg_quality: 1-100. pixel_aspect: 'ignore' keeps the stored pixel grid
+  (as the seeds' decoders), 'apply' stretches frames to the display aspect. workers: worker
+  processes (None: every core; 1: in this process, without the watchdog). video_timeout: seconds one video may take (None or 0:
   no limit). videos_per_shard, or num_shards per split: the shard size. overwrite: replace a
   dataset in the output directory that was made from other videos or settings.
   """
@@ -66,6 +67,7 @@ class Settings:
   fps: float | None = None
   max_frames: int | None = None
   jpeg_quality: int = 90
+  pixel_aspect: str = "ignore"
   workers: int | None = None
   video_timeout: float | None = 300
   videos_per_shard: int = 32
@@ -82,6 +84,9 @@ class Settings:
       raise VidtxError(f"max_frames must be at least 1, got {self.max_frames}")
     if not 1 <= self.jpeg_quality <= 100:
       raise VidtxError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+    if self.pixel_aspect not in decode.PIXEL_ASPECTS:
+      raise VidtxError(f"pixel_aspect must be one of {decode.PIXEL_ASPECTS}, got "
+                       f"{self.pixel_aspect!r}")
     if self.workers is not None and self.workers < 1:
       raise VidtxError(f"workers must be at least 1, got {self.workers}")
     if self.video_timeout is not None and self.video_timeout < 0:
@@ -98,6 +103,7 @@ class _Frames:
   fps: float | None
   max_frames: int | None
   jpeg_quality: int
+  pixel_aspect: str
   class_names: tuple[str, ...]
 
 
@@ -207,7 +213,8 @@ def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frame
       try:
         video = decode.decode_video(entry.path, short_side=frames.short_side, fps=frames.fps,
                                     max_frames=frames.max_frames,
-                                    jpeg_quality=frames.jpeg_quality, timeout=video_timeout)
+                                    jpeg_quality=frames.jpeg_quality, timeout=video_timeout,
+                                    pixel_aspect=frames.pixel_aspect)
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the run)
         fail(entry, e.reason if isinstance(e, decode.VideoError) else f"{type(e).__name__}: {e}")
         continue
@@ -215,7 +222,8 @@ def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frame
       frame_counts.append(len(video.jpeg_frames))
       report.done(True)
       yield data_format.serialize_example(spec, jpeg_frames=video.jpeg_frames, label=entry.label,
-                                          video_id=entry.video_id, fps=video.fps)
+                                          video_id=entry.video_id, fps=video.fps,
+                                          source=video.source.to_json())
 
   part = _part_path(work_dir, shard)
   count = data_format.write_shard(part, records())
@@ -431,7 +439,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   _check_splits(splits, class_names)
   settings.check()
   frames = _Frames(settings.short_side or None, float(settings.fps) if settings.fps else None,
-                   settings.max_frames, int(settings.jpeg_quality), tuple(class_names))
+                   settings.max_frames, int(settings.jpeg_quality), settings.pixel_aspect,
+                   tuple(class_names))
   known = list(failures)
   plan = {}
   for split, entries in splits.items():
@@ -496,7 +505,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   info = {
       "source": source, "details": dict(details or {}),
       "short_side": frames.short_side, "fps": frames.fps, "max_frames": settings.max_frames,
-      "jpeg_quality": frames.jpeg_quality, "num_classes": len(class_names),
+      "jpeg_quality": frames.jpeg_quality, "pixel_aspect": frames.pixel_aspect,
+      "num_classes": len(class_names),
       "class_names": list(class_names),
       "command": command if command is not None else shlex.join(sys.argv),
       "vidtx_version": _vidtx_version(),

@@ -36,6 +36,9 @@ _PARSE_SPEC = {
     "video": tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True),
     "label": tf.io.FixedLenFeature([], tf.int64),
     "fps": tf.io.FixedLenFeature([], tf.float32),
+    # What the source's decoder knew (vidtx.data.protocol.Source as JSON; "" in datasets
+    # prepared before it was recorded).
+    "source": tf.io.FixedLenFeature([], tf.string, default_value=""),
 }
 
 
@@ -46,6 +49,7 @@ class Video:
   fps: tf.Tensor  # float32 scalar
   label: tf.Tensor  # int32 scalar
   frames: Callable[[tf.Tensor], tf.Tensor]  # frame indices [N] -> their JPEG strings [N]
+  source: tf.Tensor  # string scalar: protocol.Source as JSON, or "" where not recorded
 
 
 # ----------------------------------------------------------------------------- shares
@@ -134,7 +138,7 @@ class WholeRecords:
     ex = tf.io.parse_single_example(record, _PARSE_SPEC)
     jpegs = ex["video"]
     return Video(length=tf.shape(jpegs)[0], fps=ex["fps"], label=tf.cast(ex["label"], tf.int32),
-                 frames=lambda indices: tf.gather(jpegs, indices))
+                 frames=lambda indices: tf.gather(jpegs, indices), source=ex["source"])
 
 
 class IndexedFrames:
@@ -154,6 +158,9 @@ class IndexedFrames:
     self.num_frames = tf.constant(np.concatenate([np.diff(i["starts"]) for i in indexes]), tf.int32)
     self.fps = tf.constant(np.concatenate([i["fps"] for i in indexes]), tf.float32)
     self.label = tf.constant(np.concatenate([i["label"] for i in indexes]), tf.int32)
+    self.source = tf.constant(np.concatenate(
+        [i["source"] if "source" in i else np.full(len(i["label"]), b"") for i in indexes]),
+        tf.string)
     self._files = {}
     self._lock = threading.Lock()
 
@@ -176,7 +183,8 @@ class IndexedFrames:
       return tf.ensure_shape(jpegs, indices.shape)
 
     return Video(length=tf.gather(self.num_frames, number), fps=tf.gather(self.fps, number),
-                 label=tf.gather(self.label, number), frames=frames)
+                 label=tf.gather(self.label, number), frames=frames,
+                 source=tf.gather(self.source, number))
 
   def read(self, file, record, indices) -> np.ndarray:
     """The JPEG bytes of frames `indices` of record `record` of file `file`."""
@@ -196,7 +204,7 @@ def reader(share: Share, builder, sampled_frames: bool) -> WholeRecords | Indexe
   """`IndexedFrames` where `sampled_frames` and every shard of the share has an index, else
   `WholeRecords`; `builder`: the dataset's (checked to have the features read here)."""
   serialized = builder.info.features.get_serialized_info()
-  missing = [key for key in _PARSE_SPEC if key not in serialized]
+  missing = [key for key in _PARSE_SPEC if key not in serialized and key != "source"]
   if missing:
     raise VidtxError(f"{builder.data_dir} is not a vidtx prepared dataset: no {missing} features")
   indexed = IndexedFrames.load(share) if sampled_frames else None

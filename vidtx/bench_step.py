@@ -17,6 +17,7 @@ a config lacks is left out of that run, and the run records what it used.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import statistics
@@ -92,8 +93,13 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
-def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int | None = None) -> dict:
-  """Times `config`'s train step (no gradient accumulation) on synthetic device batches."""
+def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int | None = None,
+            compile_only: bool = False) -> dict:
+  """Times `config`'s train step (no gradient accumulation) on synthetic device batches.
+
+  `compile_only`: compiles the step for abstract inputs (nothing is allocated) and reports its
+  memory analysis only: per-device parameter, optimizer and activation memory on any backend.
+  """
   devices = jax.device_count()
   if per_device_batch is None:
     per_device = config.train.batch_size // devices
@@ -106,25 +112,59 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
   schedule = optim.make_schedule(config.optim, total_steps=1000, steps_per_epoch=100)
   abstract = models.abstract_variables(model, model_config, rng)
   tx = optim.make_optimizer(config.optim, _unboxed(abstract)["params"], schedule, 100)
-  state, state_shardings = trainer.create_train_state(model, model_config, tx, mesh,
-                                                      sharding.rules(config), rng)
+  rules = sharding.rules(config)
+  make_state = functools.partial(trainer.create_train_state, model, model_config, tx, mesh, rules)
+  abstract_state, state_shardings = make_state(rng, abstract=True)  # nothing allocated
   step_fn = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh),
                     in_shardings=(state_shardings, None, None, None),
                     out_shardings=(state_shardings, None), donate_argnums=(0,))
   frames, size = int(model_config.num_frames), int(model_config.image_size)
   video_sharding = sharding.batch_sharding(mesh, 5)
+  label_sharding = sharding.batch_sharding(mesh, 1)
+  abstract_batch = {
+      "video": jax.ShapeDtypeStruct((global_batch, frames, size, size, 3), jnp.uint8,
+                                    sharding=video_sharding),
+      "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32, sharding=label_sharding)}
+  step_rng = jax.random.key(1)
+
+  start = time.perf_counter()
+  compiled = step_fn.lower(abstract_state, abstract_batch, step_rng, None).compile()
+  compile_s = time.perf_counter() - start
+  memory = compiled.memory_analysis()
+  params, forward_macs = flops.measure(model, frames, size)
+  result = {
+      "model": model_config.name,
+      "input": f"{frames}x{size}",
+      "params": params,
+      "forward_gmacs": forward_macs.total() / 1e9,
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": devices,
+      "mesh": dict(mesh.shape),
+      "dtype": model_config.dtype,
+      "per_device_batch": per_device_batch,
+      "global_batch": global_batch,
+      "compile_s": compile_s,
+      "compiled_memory": {
+          "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
+          "output_bytes": getattr(memory, "output_size_in_bytes", None),
+          "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
+          "alias_bytes": getattr(memory, "alias_size_in_bytes", None),
+      } if memory is not None else None,
+      "levers": _levers_in_use(config),
+  }
+  result["saved_activation_bytes_per_device"] = saved_activation_bytes(
+      model, abstract_state, abstract_batch["video"], rng) // mesh.shape["data"] // mesh.shape["fsdp"]
+  if compile_only:
+    return result
+
+  state, _ = make_state(rng)
   batch = {
       "video": jax.jit(lambda r: jax.random.randint(r, (global_batch, frames, size, size, 3), 0, 256,
                                                     jnp.int32).astype(jnp.uint8),
                        out_shardings=video_sharding)(rng),
       "label": jax.device_put(np.arange(global_batch, dtype=np.int32) % model_config.num_classes,
-                              sharding.batch_sharding(mesh, 1)),
+                              label_sharding),
   }
-  step_rng = jax.random.key(1)
-
-  start = time.perf_counter()
-  compiled = step_fn.lower(state, batch, step_rng, None).compile()
-  compile_s = time.perf_counter() - start
   times = []
   for i in range(warmup + steps):
     start = time.perf_counter()
@@ -136,37 +176,32 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
   loss = float(metrics["loss"])
   if not np.isfinite(loss):
     raise VidtxError(f"{model_config.name}: the benchmarked step gave loss {loss}")
-
-  params, forward_macs = flops.measure(model, frames, size)
   peak = config.train.peak_flops_per_device or flops.peak_flops(jax.devices()[0].device_kind)
   clips_per_s = global_batch / step_time
   flops_per_clip = flops.train_flops_per_clip(forward_macs.total())
-  memory = compiled.memory_analysis()
   stats = jax.devices()[0].memory_stats() or {}
-  return {
-      "model": model_config.name,
-      "input": f"{frames}x{size}",
-      "params": params,
-      "forward_gmacs": forward_macs.total() / 1e9,
-      "device_kind": jax.devices()[0].device_kind,
-      "device_count": devices,
-      "dtype": model_config.dtype,
-      "per_device_batch": per_device_batch,
-      "global_batch": global_batch,
-      "compile_s": compile_s,
-      "step_time_s": step_time,
-      "clips_per_s": clips_per_s,
-      "mfu": clips_per_s * flops_per_clip / (peak * devices) if peak else None,
-      "peak_memory_bytes": stats.get("peak_bytes_in_use"),
-      "compiled_memory": {
-          "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-          "output_bytes": getattr(memory, "output_size_in_bytes", None),
-          "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-          "alias_bytes": getattr(memory, "alias_size_in_bytes", None),
-      } if memory is not None else None,
-      "levers": _levers_in_use(config),
-      "loss": loss,
-  }
+  result.update(
+      step_time_s=step_time, clips_per_s=clips_per_s,
+      mfu=clips_per_s * flops_per_clip / (peak * devices) if peak else None,
+      peak_memory_bytes=stats.get("peak_bytes_in_use"), loss=loss)
+  return result
+
+
+def saved_activation_bytes(model, state, video, rng) -> int:
+  """Bytes the forward pass keeps for the backward pass (the residuals of jax.vjp), for the
+  global batch: what rematerialisation trades for recomputation, whatever the backend's buffer
+  assignment does with it. Computed from shapes only."""
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+  def logits_of(params, clip):
+    out, _ = model.apply({**variables, "params": params}, clip.astype(jnp.float32), train=True,
+                         rngs={"dropout": rng}, mutable=["batch_stats"])
+    return out
+
+  clip = jax.ShapeDtypeStruct(video.shape, video.dtype)
+  params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.params)
+  vjp = jax.eval_shape(lambda p, v: jax.vjp(lambda q: logits_of(q, v), p)[1], params, clip)
+  return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(vjp)))
 
 
 def _unboxed(tree):
@@ -256,12 +291,19 @@ def run_zoo(*, smoke: bool, lever_sets: list[str], steps: int, warmup: int,
 def summary_line(r: dict) -> str:
   if "error" in r:
     return f"{r.get('label', r.get('model'))} [{r.get('lever_set', '')}]: failed: {r['error']}"
+  head = (f"{r.get('label', r['model'])} [{r.get('lever_set', 'as configured')}]: {r['input']}, "
+          f"batch {r['per_device_batch']}/device x {r['device_count']} {r['device_kind']} "
+          f"(mesh {r['mesh']}), {r['dtype']}: compile {r['compile_s']:.1f}s")
+  if "step_time_s" not in r:  # --compile_only
+    m = r["compiled_memory"] or {}
+    gib = lambda key: f"{(m.get(key) or 0) / 2**30:.2f}"
+    return (f"{head}; per device: arguments {gib('argument_bytes')} GiB, temporaries "
+            f"{gib('temp_bytes')} GiB, outputs {gib('output_bytes')} GiB (aliased {gib('alias_bytes')}), "
+            f"kept for backward {r['saved_activation_bytes_per_device'] / 2**30:.2f} GiB")
   mfu = "MFU n/a" if r["mfu"] is None else f"MFU {r['mfu']:.1%}"
   mem = "" if r["peak_memory_bytes"] is None else f", peak {r['peak_memory_bytes'] / 2**30:.1f} GiB"
-  return (f"{r.get('label', r['model'])} [{r.get('lever_set', 'as configured')}]: {r['input']}, "
-          f"batch {r['per_device_batch']}/device x {r['device_count']} {r['device_kind']}, "
-          f"{r['dtype']}: compile {r['compile_s']:.1f}s, step {r['step_time_s'] * 1e3:.1f} ms, "
-          f"{r['clips_per_s']:.1f} clips/s, {mfu}{mem}")
+  return (f"{head}, step {r['step_time_s'] * 1e3:.1f} ms, {r['clips_per_s']:.1f} clips/s, "
+          f"{mfu}{mem}")
 
 
 def _write_json(path: str, results) -> None:
@@ -289,7 +331,8 @@ def _main(argv) -> None:
     for lever_set in sets:
       config = f.config.copy_and_resolve_references()
       apply_levers(config, LEVERS.get(lever_set, {}))
-      results.append(measure(config, steps=f.steps, warmup=f.warmup, per_device_batch=f.batch))
+      results.append(measure(config, steps=f.steps, warmup=f.warmup, per_device_batch=f.batch,
+                             compile_only=f.compile_only))
       results[-1].update(label=config.model.name, lever_set=lever_set)
       messages.say(summary_line(results[-1]))
   if f.output:
@@ -310,6 +353,8 @@ def main() -> None:
   flags.DEFINE_integer("warmup", 2, "Untimed steps after compilation.")
   flags.DEFINE_integer("batch", None, "Per-device batch (default: the config's micro-batch).")
   flags.DEFINE_bool("zoo", False, "Every seed model at its recipe input.")
+  flags.DEFINE_bool("compile_only", False, "Compile for abstract inputs and report the compiled "
+                    "memory per device only (any backend; nothing is allocated or run).")
   flags.DEFINE_bool("smoke", False, "With --zoo: the configs' smoke=True sizes (CPU dry run).")
   flags.DEFINE_bool("search_batch", False, "With --zoo: double the per-device batch until memory runs out.")
   flags.DEFINE_string("only", "", "With --zoo: comma-separated pieces of model labels to run.")

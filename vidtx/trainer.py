@@ -59,10 +59,11 @@ def batch_plan(global_batch: int, num_devices: int, process_count: int,
 
 
 # ----------------------------------------------------------------------------- model and state
-def create_train_state(model, model_config, tx, mesh, rules, rng):
+def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: bool = False):
   """Fresh state created directly in its sharded layout (never whole on one device).
 
-  Returns (state, state_shardings).
+  Returns (state, state_shardings); `abstract`: the state's shapes and shardings only
+  (jax.ShapeDtypeStruct leaves), nothing allocated.
   """
   boxed = models.abstract_variables(model, model_config, rng)
   var_shardings = sharding.variable_shardings(boxed, mesh, rules)
@@ -80,7 +81,8 @@ def create_train_state(model, model_config, tx, mesh, rules, rng):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-  return jax.jit(init, out_shardings=state_shardings)(rng), state_shardings
+  init = jax.jit(init, out_shardings=state_shardings)
+  return (jax.eval_shape(init, rng) if abstract else init(rng)), state_shardings
 
 
 # ----------------------------------------------------------------------------- train step

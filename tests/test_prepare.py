@@ -557,7 +557,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 
 
 def test_shard_plan_is_deterministic_and_mixes_classes():
-  frames = prepare._Frames(256, None, None, 90, ("a", "b"))
+  frames = prepare._Frames(256, None, None, 90, "ignore", ("a", "b"))
   entries = [sources.VideoEntry(f"/v/{c}/{i}.avi", label, f"{c}{i}")
              for label, c in enumerate("ab") for i in range(50)]
   plan = prepare._plan_shards("train", entries, frames, videos_per_shard=20)

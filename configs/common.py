@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
       milestones_epochs=None, milestones_steps=None, gamma=0.1,
       clip_grad_norm=_unset(float),
       no_decay=[], no_decay_1d=False, lr_mults=[],
+      weight_decay_end=_unset(float),  # set: weight decay follows a cosine to it over the run
+      layer_decay=1.0,  # < 1: layer-wise LR decay, decay ** (blocks + 1 - depth) (vidtx.optim)
+      # Partial fine-tuning: parameters matching a regex ('/'-joined paths) are frozen (no update,
+      # no optimizer state, no weight decay); linear_probe: everything but head/ is frozen.
+      freeze=[], linear_probe=False,
       # Stochastic weight averaging from start_(steps|epochs), every every_(steps|epochs) (1 step);
       # its weights are validated and kept in <workdir>/swa. Off while no start is set.
       swa=ml_collections.ConfigDict(dict(start_steps=_unset(int), start_epochs=_unset(float),
@@ -116,6 +121,7 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       rrc_area=(0.08, 1.0), rrc_ratio=(3 / 4, 4 / 3),  # random_resized_crop
       msc_scales=(1, .875, .75, .66),  # multi_scale_crop; msc_size below
       flip=True,
+      auto_augment="",  # "rand-m9-n2": RandAugment per clip after the crop (vidtx.data.randaugment)
       fixed_ratio=False,  # Paddle Scale(fixed_ratio=True): frames squashed to 4:3 first
       eval_short_side=256, test_clips=1, test_crops=1,
       # Test protocol (vidtx.data.protocol, docs/protocols.md): named window, sampler, resize

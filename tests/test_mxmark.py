@@ -222,3 +222,130 @@ def test_mxmark_cli_converts_with_a_json_class_map(tmp_path):
   restored, _ = checkpoint.restore_variables(out, checkpoint.abstract(variables))
   np.testing.assert_array_equal(np.asarray(restored["params"]["head"]["fc"]["kernel"]),
                                 variables["params"]["head"]["fc"]["kernel"])
+
+
+# ----------------------------------------------------------------------------- image inits from .pth
+def vit_state(rng, dim=32, depth=2, patch=16, grid=2, mae=False):
+  """A timm ViT-B/16-layout state dict of a tiny ViT (torch layouts), or MAE-pytorch's
+  pretraining checkpoint of the same encoder ({'model': {'encoder.…', 'decoder.…'}})."""
+  r = lambda *shape: rng.normal(size=shape).astype(np.float32)
+  state = {"patch_embed.proj.weight": r(dim, 3, patch, patch), "patch_embed.proj.bias": r(dim),
+           "norm.weight": r(dim), "norm.bias": r(dim)}
+  if not mae:
+    state.update({"cls_token": r(1, 1, dim), "pos_embed": r(1, 1 + grid * grid, dim),
+                  "head.weight": r(1000, dim), "head.bias": r(1000)})
+  for i in range(depth):
+    b = f"blocks.{i}."
+    state.update({b + "norm1.weight": r(dim), b + "norm1.bias": r(dim), b + "norm2.weight": r(dim),
+                  b + "norm2.bias": r(dim), b + "attn.qkv.weight": r(3 * dim, dim),
+                  b + "attn.proj.weight": r(dim, dim), b + "attn.proj.bias": r(dim),
+                  b + "mlp.fc1.weight": r(4 * dim, dim), b + "mlp.fc1.bias": r(4 * dim),
+                  b + "mlp.fc2.weight": r(dim, 4 * dim), b + "mlp.fc2.bias": r(dim)})
+    if mae:
+      state.update({b + "attn.q_bias": r(dim), b + "attn.v_bias": r(dim)})
+    else:
+      state[b + "attn.qkv.bias"] = r(3 * dim)
+  if not mae:
+    return state
+  model = {"encoder." + k: v for k, v in state.items()}
+  model.update({"decoder.blocks.0.norm1.weight": r(16), "decoder.norm.weight": r(16),
+                "decoder.head.weight": r(768, 16), "encoder_to_decoder.weight": r(16, dim),
+                "mask_token": r(1, 1, 16)})
+  return {"model": model, "epoch": 399, "optimizer": {"state": {}, "param_groups": []}}
+
+
+# (family, model overrides, conv_type): TimeSformer with 2D patches or tubelets, ViViT as mx-mark
+# runs it (Conv3d tubelets) or with one-frame tubelets (Conv2d).
+INIT_MODELS = [("timesformer", {}, "Conv2d"), ("timesformer", {"tubelet_size": 2}, "Conv3d"),
+               ("vivit", {}, "Conv3d"), ("vivit", {"tubelet_size": 1}, "Conv2d")]
+INIT_CASES = [(family, overrides, conv, extend, copy, fmt)
+              for family, overrides, conv in INIT_MODELS
+              for extend in (("temporal_avg", "center_frame") if conv == "Conv3d" else ("temporal_avg",))
+              for copy in ("repeat", "set_zero") for fmt in ("timm", "mae")]
+
+
+@pytest.mark.parametrize("family,overrides,conv_type,extend,copy,fmt", INIT_CASES)
+def test_image_init_from_pth_with_the_seed_options(family, overrides, conv_type, extend, copy, fmt,
+                                                    tmp_path, capsys):
+  config = tiny(family, "mxmark" if family == "vivit" else None, **overrides)
+  rng = np.random.default_rng(3)
+  saved = vit_state(rng, mae=fmt == "mae")
+  path = str(tmp_path / f"{fmt}.pth")
+  torch_writer.save_torch(saved, path)
+  vit = ({k[len("encoder."):]: v for k, v in saved["model"].items() if k.startswith("encoder.")}
+         if fmt == "mae" else saved)
+  fresh = random_variables(config, seed=9)
+  init = ml_collections.ConfigDict({"path": path, "format": fmt, "options": {
+      "conv_type": conv_type, "extend_strategy": extend, "copy_strategy": copy}})
+  params = convert.init_from(init, fresh, config)["params"]
+  out = capsys.readouterr().out
+  assert "0 checkpoint entries unused (every backbone entry used)" in out
+  assert ("the image classifier dropped" in out) == (fmt == "timm")
+
+  # The patch embedding: as it is (Conv2d), or inflated over the tubelet (Conv3d).
+  w2d = np.transpose(vit["patch_embed.proj.weight"], (2, 3, 1, 0))
+  kernel = np.asarray(params["patch_embed"]["proj"]["kernel"])
+  if conv_type == "Conv2d":
+    np.testing.assert_array_equal(kernel.reshape(w2d.shape), w2d)
+  elif extend == "temporal_avg":
+    np.testing.assert_allclose(kernel, np.stack([w2d / 2, w2d / 2]), rtol=1e-6)
+  else:  # the centre frame (tubelet // 2 = 1) holds the 2D kernel, the other zeros
+    np.testing.assert_array_equal(kernel[1], w2d)
+    np.testing.assert_array_equal(kernel[0], 0.0)
+  assert "inflated 2D -> 3D" in out if conv_type == "Conv3d" else "inflated" not in out
+
+  # The spatial attention is the image model's; MAE's qkv bias is [q, 0, v].
+  qkv_bias = (np.concatenate([vit["blocks.0.attn.q_bias"], np.zeros(32, np.float32),
+                              vit["blocks.0.attn.v_bias"]])
+              if fmt == "mae" else vit["blocks.0.attn.qkv.bias"])
+  np.testing.assert_array_equal(params["blocks_0"]["attn"]["qkv"]["kernel"], vit["blocks.0.attn.qkv.weight"].T)
+  np.testing.assert_array_equal(params["blocks_0"]["attn"]["qkv"]["bias"], qkv_bias)
+  np.testing.assert_array_equal(params["norm"]["scale"], vit["norm.weight"])
+  if fmt == "mae":  # no class token in MAE: fresh; pos_embed from its sine-cosine table
+    np.testing.assert_array_equal(params["cls_token"], fresh["params"]["cls_token"])
+    np.testing.assert_array_equal(params["pos_embed"][0, 0], 0.0)
+  else:
+    np.testing.assert_array_equal(params["cls_token"], vit["cls_token"])
+
+  # The temporal parts: copies of the spatial ones (repeat) or zero (set_zero; norms copied).
+  if family == "timesformer":
+    temporal, image = params["blocks_1"]["temporal_attn"], params["blocks_1"]["attn"]
+    np.testing.assert_array_equal(params["blocks_1"]["temporal_fc"]["kernel"], 0.0)
+    np.testing.assert_array_equal(params["blocks_1"]["temporal_norm1"]["scale"],
+                                  params["blocks_1"]["norm1"]["scale"])
+  else:
+    temporal, image = params["temporal_blocks_0"]["attn"], params["blocks_0"]["attn"]
+    np.testing.assert_array_equal(params["temporal_blocks_0"]["norm1"]["scale"],
+                                  params["blocks_0"]["norm1"]["scale"])
+  for leaf in ("kernel", "bias"):
+    expected = image["qkv"][leaf] if copy == "repeat" else 0.0
+    np.testing.assert_array_equal(temporal["qkv"][leaf], expected)
+
+
+def test_image_init_conv_type_must_name_the_models_tokeniser(tmp_path):
+  path = str(tmp_path / "vit.pth")
+  torch_writer.save_torch(vit_state(np.random.default_rng(0)), path)
+  config = tiny("timesformer", None)
+  init = ml_collections.ConfigDict({"path": path, "format": "timm",
+                                    "options": {"conv_type": "Conv3d"}})
+  with pytest.raises(VidtxError, match="tubelet_size"):
+    convert.init_from(init, random_variables(config), config)
+  init.options = {"copy_strategy": "repeat", "temporal_init": "zeros"}
+  with pytest.raises(VidtxError, match="disagree"):
+    convert.init_from(init, random_variables(config), config)
+  init.options = {"extend_strategy": "middle"}
+  with pytest.raises(VidtxError, match="extend_strategy"):
+    convert.init_from(init, random_variables(config), config)
+
+
+def test_mae_layer_scale_is_folded_into_the_weights():
+  rng = np.random.default_rng(4)
+  saved = vit_state(rng, depth=1, mae=True)["model"]
+  saved["encoder.blocks.0.gamma_1"] = rng.normal(size=32).astype(np.float32)
+  saved["encoder.blocks.0.gamma_2"] = rng.normal(size=32).astype(np.float32)
+  state = convert.pretrained_state(saved, "mae")
+  g1, g2 = saved["encoder.blocks.0.gamma_1"], saved["encoder.blocks.0.gamma_2"]
+  np.testing.assert_allclose(state["backbone.blocks.0.attn.proj.weight"],
+                             (g1[:, None] * saved["encoder.blocks.0.attn.proj.weight"]).T)
+  np.testing.assert_allclose(state["backbone.blocks.0.mlp.fc2.bias"], g2 * saved["encoder.blocks.0.mlp.fc2.bias"])
+  assert not any("gamma" in k or "decoder" in k or "mask_token" in k for k in state)

@@ -1,4 +1,5 @@
 """Optimizer pieces: schedules, weight-decay masks, LR multipliers, losses, batch plans, mesh shapes."""
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,7 +8,7 @@ import optax
 import pytest
 
 from configs import common
-from vidtx import losses, optim, sharding, trainer
+from vidtx import losses, models, optim, sharding, trainer
 from vidtx.errors import VidtxError
 
 
@@ -171,3 +172,123 @@ def test_distillation_loss_is_temperature_scaled_kl():
     grad = jax.grad(lambda s: losses.distillation(s, teacher, temperature).sum())(student)
     np.testing.assert_allclose(grad, temperature * (q - p), rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(losses.distillation(teacher, teacher), 0.0, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- mx-mark's options
+def sgd_step(cfg, params, grads, steps=1, **kwargs):
+  """The updates of step `steps` (plain SGD, lr from cfg) and the final state."""
+  tx = optim.make_optimizer(cfg, params, optim.make_schedule(cfg, 10, 1), **kwargs)
+  state = tx.init(params)
+  for _ in range(steps):
+    updates, state = tx.update(grads, state, params)
+  return updates, state
+
+
+VIT_PARAMS = {"patch_embed": {"proj": {"kernel": jnp.ones((2, 2, 3, 4))}}, "cls_token": jnp.ones((1, 1, 4)),
+              "blocks_0": {"mlp": {"kernel": jnp.ones((4, 4))}},
+              "blocks_1": {"mlp": {"kernel": jnp.ones((4, 4))}},
+              "temporal_blocks_0": {"mlp": {"kernel": jnp.ones((4, 4))}},
+              "norm": {"scale": jnp.ones(4)}, "head": {"fc": {"kernel": jnp.ones((4, 3))}}}
+
+
+def test_layer_decay_scales_each_block_by_its_depth():
+  cfg = optim_config(name="sgd", lr=1.0, momentum=0.0, nesterov=False, layer_decay=0.5)
+  grads = jax.tree.map(jnp.ones_like, VIT_PARAMS)
+  updates, _ = sgd_step(cfg, VIT_PARAMS, grads, block_lists=("blocks", "temporal_blocks"))
+  # 3 blocks: head / norm at depth 4 (x1), temporal_blocks_0 at 3, blocks_1 at 2, blocks_0 at 1,
+  # embeddings at 0 (x 0.5 ** 4).
+  expected = {("head", "fc", "kernel"): 1.0, ("norm", "scale"): 1.0,
+              ("temporal_blocks_0", "mlp", "kernel"): 0.5, ("blocks_1", "mlp", "kernel"): 0.25,
+              ("blocks_0", "mlp", "kernel"): 0.125, ("patch_embed", "proj", "kernel"): 0.0625,
+              ("cls_token",): 0.0625}
+  flat = flax.traverse_util.flatten_dict(updates)
+  for path, scale in expected.items():
+    np.testing.assert_allclose(flat[path], -scale, err_msg=str(path))
+  with pytest.raises(VidtxError, match="no transformer blocks"):
+    sgd_step(cfg, {"layers_0": {"w": jnp.ones(2)}}, {"layers_0": {"w": jnp.ones(2)}}, block_lists=())
+
+
+def test_weight_decay_follows_a_cosine_to_its_end_value():
+  params = {"w": jnp.array([1.0, -2.0])}
+  zero = {"w": jnp.zeros(2)}
+  for name in ("sgd", "adamw"):  # coupled L2 / decoupled: with zero gradients both are -lr * wd * w
+    cfg = optim_config(name=name, lr=1.0, momentum=0.0, nesterov=False, schedule="constant",
+                       weight_decay=0.1, weight_decay_end=0.5)
+    for step, wd in ((1, 0.1), (6, 0.3), (11, 0.5), (13, 0.5)):  # over total_steps=10
+      updates, _ = sgd_step(cfg, params, zero, steps=step, total_steps=10)
+      np.testing.assert_allclose(updates["w"], -wd * params["w"], rtol=1e-5, err_msg=f"{name} {step}")
+  schedule = optim.make_weight_decay_schedule(optim_config(weight_decay=0.05), 10)
+  assert float(schedule(7)) == pytest.approx(0.05)  # no end value: constant
+
+
+def test_frozen_parameters_get_no_update_no_state_and_no_weight_decay():
+  params = {"backbone": {"w": jnp.full((5,), 2.0)}, "head": {"w": jnp.full((3,), 2.0)}}
+  grads = {"backbone": {"w": jnp.ones(5)}, "head": {"w": jnp.ones(3)}}
+  cfg = optim_config(name="adamw", lr=0.1, weight_decay=0.5, weight_decay_end=0.7,
+                     freeze=["^backbone/"], clip_grad_norm=1.0)
+  tx = optim.make_optimizer(cfg, params, optim.make_schedule(cfg, 10, 1), total_steps=10)
+  state = tx.init(params)
+  current = params
+  for _ in range(3):
+    updates, state = tx.update(grads, state, current)
+    current = optax.apply_updates(current, updates)
+  np.testing.assert_array_equal(current["backbone"]["w"], params["backbone"]["w"])
+  assert np.all(np.asarray(current["head"]["w"]) < 2.0)
+  shapes = [leaf.shape for leaf in jax.tree.leaves(state)]
+  assert (3,) in shapes and (5,) not in shapes  # Adam moments for the head only
+  # The gradient norm clipped is the trainable parameters' (sqrt(3)), not all of them.
+  cfg.update(freeze=[], clip_grad_norm=None, weight_decay=0.0, weight_decay_end=None)
+  probe = optim_config(name="sgd", lr=1.0, momentum=0.0, nesterov=False, linear_probe=True,
+                       clip_grad_norm=1.0)
+  updates, _ = sgd_step(probe, params, grads)
+  np.testing.assert_allclose(updates["head"]["w"], -1 / np.sqrt(3), rtol=1e-6)
+  np.testing.assert_array_equal(updates["backbone"]["w"], 0.0)
+
+
+def test_freeze_errors():
+  params = {"backbone": {"w": jnp.ones(2)}, "head": {"w": jnp.ones(2)}}
+  with pytest.raises(VidtxError, match="matches no parameter"):
+    optim.trainable_mask(params, optim_config(freeze=["^blocks_0/"]))
+  with pytest.raises(VidtxError, match="nothing would train"):
+    optim.trainable_mask(params, optim_config(freeze=["w$"]))
+
+
+def test_frozen_parameters_do_not_change_in_a_train_step():
+  config = common.base_config()
+  config.model = ml_collections.ConfigDict(models.tiny_config("timesformer", num_classes=3,
+                                                              dtype="float32"))
+  config.data = common.data_config(num_frames=4, image_size=32)
+  config.optim.update(name="sgd", lr=0.5, weight_decay=1e-2, freeze=["^patch_embed/", "^blocks_0/attn/"])
+  model = models.build(config.model)
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  schedule = optim.make_schedule(config.optim, 10, 1)
+  abstract = flax.linen.unbox(models.abstract_variables(model, config.model))["params"]
+  tx = optim.make_optimizer(config.optim, abstract, schedule)
+  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
+                                        jax.random.key(0))
+  batch = {"video": np.random.RandomState(0).randint(0, 255, (2, 4, 32, 32, 3)).astype(np.uint8),
+           "label": np.arange(2, dtype=np.int32)}
+  with jax.set_mesh(mesh), flax.linen.logical_axis_rules(sharding.rules(config)):
+    step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh))
+    new, _ = step(state, batch, jax.random.key(1))
+    new, _ = step(new, batch, jax.random.key(2))
+  before = flax.traverse_util.flatten_dict(jax.device_get(state.params))
+  after = flax.traverse_util.flatten_dict(jax.device_get(new.params))
+  for path in before:
+    frozen = path[0] == "patch_embed" or path[:2] == ("blocks_0", "attn")
+    if frozen:
+      np.testing.assert_array_equal(after[path], before[path], err_msg=str(path))
+    elif path[-1] == "kernel" and path[0] != "head":
+      assert not np.array_equal(after[path], before[path]), path
+
+
+def test_timesformer_k600_smoke_switches_on_every_mxmark_option():
+  """tests/test_configs.py trains configs/timesformer_k600.py:smoke=True; it must have them all."""
+  from configs import timesformer_k600  # pylint: disable=g-import-not-at-top
+  smoke = timesformer_k600.get_config("smoke=True")
+  assert smoke.optim.layer_decay < 1 and smoke.optim.weight_decay_end is not None
+  assert smoke.optim.freeze and smoke.data.auto_augment
+  assert smoke.model.depth > 1  # more than one block for the layer decay to tell apart
+  full = timesformer_k600.get_config()  # the seed's recipe: none of them
+  assert full.optim.layer_decay == 1 and not full.optim.freeze and not full.data.auto_augment
+  assert full.optim.milestones_epochs == [5, 11] and full.data.frame_interval == 32

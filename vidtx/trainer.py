@@ -68,9 +68,12 @@ def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: b
   boxed = models.abstract_variables(model, model_config, rng)
   var_shardings = sharding.variable_shardings(boxed, mesh, rules)
   abstract_params = nn.unbox(boxed)["params"]
+  # Frozen parameters (config.optim.freeze) have an empty optax.MaskedNode in the state: kept.
+  frozen = lambda x: isinstance(x, optax.MaskedNode)
   opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, jax.eval_shape(tx.init, abstract_params), var_shardings["params"],
-      transform_non_params=lambda _: sharding.replicated(mesh))
+      tx, lambda x, s: x if frozen(x) else s, jax.eval_shape(tx.init, abstract_params),
+      var_shardings["params"], transform_non_params=lambda _: sharding.replicated(mesh),
+      is_leaf=frozen)
   state_shardings = TrainState(step=sharding.replicated(mesh), params=var_shardings["params"],
                                batch_stats=var_shardings["batch_stats"], opt_state=opt_shardings)
 
@@ -326,7 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_rng, step_rng = jax.random.split(rng)
   schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
   abstract_params = nn.unbox(models.abstract_variables(model, config.model, init_rng))["params"]
-  tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch)
+  tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch, total_steps=num_steps,
+                            block_lists=models.get_family(config.model.name).block_lists)
   state, state_shardings = create_train_state(model, config.model, tx, mesh, rules, init_rng)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params))
   _, forward_macs = flops.measure(model, config.model.num_frames, config.model.image_size)

@@ -205,46 +205,107 @@ def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | N
 
 
 # ----------------------------------------------------------------------------- pretraining
+# mx-mark's names for the same options (weight_init.py; see docs/models.md): option -> ours, values.
+SEED_OPTIONS = {
+    "extend_strategy": ("inflate", {"temporal_avg": "average", "center_frame": "central_frame"}),
+    "copy_strategy": ("temporal_init", {"repeat": "copy", "set_zero": "zeros"}),
+}
+CONV_TYPES = ("Conv2d", "Conv3d")
+
+
+def init_options(options) -> dict:
+  """config.init_from.options -> {inflate, temporal_init, drop_head, conv_type}, with mx-mark's
+  names (`extend_strategy`, `copy_strategy`) read as ours; unknown names and values are errors."""
+  options = dict(options or {})
+  known = set(INIT_OPTIONS) | set(SEED_OPTIONS) | {"conv_type"}
+  unknown = sorted(set(options) - known)
+  if unknown:
+    raise VidtxError(f"config.init_from.options: unknown {unknown}; known: {sorted(known)}")
+  out = {**INIT_OPTIONS, "conv_type": options.pop("conv_type", None)}
+  for seed_name, (ours, values) in SEED_OPTIONS.items():
+    if seed_name in options:
+      value = options.pop(seed_name)
+      if value not in values:
+        raise VidtxError(f"config.init_from.options.{seed_name}={value!r}; expected one of {list(values)}")
+      if ours in options and options[ours] != values[value]:
+        raise VidtxError(f"config.init_from.options: {seed_name}={value!r} and {ours}={options[ours]!r} "
+                         "disagree; give one")
+      options[ours] = values[value]
+  out.update(options)
+  if out["conv_type"] not in (None,) + CONV_TYPES:
+    raise VidtxError(f"config.init_from.options.conv_type={out['conv_type']!r}; expected one of "
+                     f"{list(CONV_TYPES)}")
+  return out
+
+
+def _check_conv_type(conv_type, shapes: dict, model_config) -> None:
+  """mx-mark's conv_type names the model's tokeniser: Conv2d = one frame per patch (TimeSformer,
+  or tubelet_size 1), Conv3d = tubelets of several frames; the model must be the one named."""
+  kernel = shapes.get(("params", "patch_embed", "proj", "kernel"))
+  if conv_type is None or kernel is None:
+    return
+  frames = kernel[0] if len(kernel) == 5 else 1
+  if (conv_type == "Conv3d") != (frames > 1):
+    want = "tubelet_size > 1" if conv_type == "Conv3d" else "tubelet_size 1"
+    raise VidtxError(f"config.init_from.options.conv_type={conv_type!r} but model "
+                     f"{model_config.name!r} embeds {frames}-frame patches: set "
+                     f"config.model.tubelet_size ({want}) or the option")
+
+
 def _is_norm(path: Path) -> bool:
   return any("norm" in module for module in path[1:-1])
 
 
 def _pretrained_value(ours: Path, shape, source, options, family, model):
-  """(value in our layout, source name) for one of our variables, or (None, None)."""
+  """(value in our layout, source name, how) for one of our variables, or (None, None, None);
+  how: 'loaded', 'inflated' (2D kernel -> 3D), 'copied' (from an image part), 'zero'."""
   name = paddle_name(ours, family)
   zeros = lambda: np.zeros(shape, np.float32)
   if name not in source:  # a part a video model has and an image model lacks: the family's rules
     if any(piece in name for piece in family.init_zeros):
-      return zeros(), None
+      return zeros(), None, "zero"
     for video_piece, image_piece in family.init_copies:
       if video_piece in name:
         image_name = name.replace(video_piece, image_piece)
         if image_name not in source:
-          return None, None
+          return None, None, None
         if options["temporal_init"] == "zeros" and not _is_norm(ours):
-          return zeros(), image_name
-        return to_our_layout(np.asarray(source[image_name]), ours), image_name
-    return None, None
+          return zeros(), image_name, "zero"
+        return to_our_layout(np.asarray(source[image_name]), ours), image_name, "copied"
+    return None, None, None
   value = to_our_layout(np.asarray(source[name]), ours)
+  how = "loaded"
   if family.fit_pretrained:
     value = family.fit_pretrained(value, ours, shape, name, model)
   if ours[-1] == "kernel" and value.ndim == len(shape) - 1 == 4:  # 2D patch kernel -> tubelet
-    messages.say(f"{name}: 2D kernel inflated to {shape[0]} frames ({options['inflate']})")
-    value = resize.inflate_kernel(value, shape[0], options["inflate"])
-  return _fit_checkpoint(value, ours, shape, name, family, model), name
+    if shape[0] == 1:  # a one-frame tubelet is the 2D kernel
+      value = value[None]
+    else:
+      messages.say(f"{name}: 2D kernel inflated to {shape[0]} frames ({options['inflate']})")
+      value, how = resize.inflate_kernel(value, shape[0], options["inflate"]), "inflated"
+  return _fit_checkpoint(value, ours, shape, name, family, model), name, how
+
+
+def _is_classifier(name: str) -> bool:
+  """An image model's classifier entry (timm `head.*`, PaddleClas `head.*` / `fc.*`)."""
+  return bool(re.match(r"^(backbone\.)?(head|fc|pre_logits)\.", name))
 
 
 def init_from(init_config, variables, model_config) -> dict:
   """Fresh `variables` of `model_config`'s model with pretrained values put in where a checkpoint
-  provides them; says how many were loaded, left fresh and unused.
+  provides them; says how many were loaded (as they are, inflated, copied, zeroed), left fresh
+  and unused.
 
   init_config (config.init_from): `path`, `format` in vidtx.convert.pretrained.INIT_FORMATS
   ('paddle': a PaddleVideo video checkpoint; 'paddleclas': ViT / Swin 2D / ResNet-vd image
-  .pdparams; 'big_vision': ViT .npz; 'timm': ViT .safetensors) and `options`:
-    inflate: 'average' (default, PaddleVideo) | 'central_frame' - 2D patch kernel -> 3D;
+  .pdparams; 'big_vision': ViT .npz; 'timm': ViT .safetensors / .pth; 'mae': MAE-pytorch
+  pretraining .pth) and `options`:
+    inflate: 'average' (default, PaddleVideo) | 'central_frame' - 2D patch kernel -> 3D
+      (mx-mark's extend_strategy: 'temporal_avg' | 'center_frame');
     temporal_init: 'copy' (default) | 'zeros' - video-only parts the family copies from image
       parts (TimeSformer's temporal attention, ViViT's temporal blocks) start as copies or at
-      zero (norms are copied either way);
+      zero (norms are copied either way) (mx-mark's copy_strategy: 'repeat' | 'set_zero');
+    conv_type: 'Conv2d' | 'Conv3d' (mx-mark's): checked against the model's patch embedding;
     drop_head: for 'paddle', drop the classifier even when its shape fits (default: drop it
       only when the class count differs; image classifiers are always dropped).
   Then the family's rules: what starts at zero or as a copy, how its values are fitted
@@ -252,22 +313,21 @@ def init_from(init_config, variables, model_config) -> dict:
   still differs from ours is a VidtxError.
   """
   fmt, path = init_config.format, init_config.path
-  options = dict(init_config.options or {})
-  unknown = sorted(set(options) - set(INIT_OPTIONS))
-  if unknown:
-    raise VidtxError(f"config.init_from.options: unknown {unknown}; known: {sorted(INIT_OPTIONS)}")
-  options = {**INIT_OPTIONS, **options}
+  options = init_options(init_config.options)
   source = pretrained.read_pretrained(path, fmt)
   model_config = model_section(model_config)
   family, model = models.get_family(model_config.name), models.build(model_config)
   flat = traverse_util.flatten_dict(variables)
+  _check_conv_type(options["conv_type"], {p: tuple(_unboxed(v).shape) for p, v in flat.items()},
+                   model_config)
   loaded, mismatched, used, fresh = {}, [], set(), []
+  counts = {"loaded": 0, "inflated": 0, "copied": 0, "zero": 0}
   for ours, leaf in flat.items():
     shape = tuple(_unboxed(leaf).shape)
     if ours[1] == "head" and (fmt != "paddle" or options["drop_head"]):
       fresh.append("/".join(ours))
       continue
-    value, name = _pretrained_value(ours, shape, source, options, family, model)
+    value, name, how = _pretrained_value(ours, shape, source, options, family, model)
     used.add(name)
     if value is None:
       fresh.append("/".join(ours))
@@ -281,14 +341,22 @@ def init_from(init_config, variables, model_config) -> dict:
                           f"vs model {'/'.join(ours)} {list(shape)}")
     else:
       loaded[ours] = value
+      counts[how] += 1
   if mismatched:
     raise VidtxError(f"{path} ({fmt}) does not fit the model: " + _listing("shape mismatches", mismatched))
   if not loaded:
     raise VidtxError(f"{path} ({fmt}): no entry matches the model's variables "
                      f"(checkpoint keys look like {sorted(source)[:4]})")
   unused = sorted(set(source) - used)
+  dropped = [n for n in unused if _is_classifier(n) and fmt != "paddle"]
+  unused = [n for n in unused if n not in dropped]
+  ways = ", ".join(f"{counts[k]} {label}" for k, label in (
+      ("loaded", "as they are"), ("inflated", "inflated 2D -> 3D"),
+      ("copied", "copied from image parts"), ("zero", "set to zero")) if counts[k])
   messages.say(f"init_from {path}: {len(loaded)} variables loaded, {len(fresh)} left fresh"
-               f"{_few(fresh)}, {len(unused)} checkpoint entries unused{_few(unused)}")
+               f"{_few(fresh)}, {len(unused)} checkpoint entries unused"
+               f"{_few(unused) or ' (every backbone entry used)'}; loaded: {ways}"
+               + (f"; the image classifier dropped{_few(dropped)}" if dropped else ""))
   out = {}
   for ours, leaf in flat.items():
     if ours in loaded:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from vidtx.data import clips, config
+from vidtx.data import clips, config, randaugment
 from vidtx.errors import VidtxError
 
 _CROPS: dict[str, tuple[Callable, Callable | None]] = {}
@@ -55,6 +55,7 @@ def check(data) -> None:
   op_check = _CROPS[name][1]
   if op_check is not None:
     op_check(data)
+  randaugment.parse(config.value(data, "auto_augment"))
 
 
 # ----------------------------------------------------------------------------- the clip
@@ -72,6 +73,9 @@ def train_clip(jpegs: tf.Tensor, seed: tf.Tensor, data) -> tf.Tensor:
     # Reversing rows of a [T * H, W, 3] view is much faster than tf.reverse on axis 2 of 4-D.
     rows = tf.reshape(clip, [-1, size, 3])
     clip = tf.cond(flip, lambda: tf.reshape(tf.reverse(rows, [1]), shape), lambda: clip)
+  if data.auto_augment:  # RandAugment, one draw per clip (vidtx.data.randaugment)
+    clip = randaugment.rand_augment(clip, tf.random.experimental.stateless_fold_in(seed, 1),
+                                    data.auto_augment)
   return tf.ensure_shape(clip, shape)
 
 

@@ -1,7 +1,10 @@
 """Trains a video model: python train.py --config configs/demo.py --workdir /tmp/demo
 
-Resumes from the newest checkpoint in --workdir if there is one.
+Resumes from the newest intact checkpoint in --workdir if there is one. SIGTERM or SIGINT:
+saves at the next step (every process the same one) and exits 0 (SIGINT: 130).
 """
+import sys
+
 from absl import flags
 
 from vidtx import cli
@@ -15,8 +18,12 @@ def main(argv):
   del argv
   cli.require(flags.FLAGS, "config", "workdir")
   cli.maybe_initialize_distributed()
-  from vidtx import trainer  # pylint: disable=g-import-not-at-top
-  trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  from vidtx import messages, multihost, trainer  # pylint: disable=g-import-not-at-top
+  try:
+    trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except multihost.Stopped as e:  # SIGTERM (a preemption): exit 0; SIGINT: 130
+    messages.say(str(e))
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ def base_config() -> ml_collections.ConfigDict:
       val_every=500,            # steps; 0 = only at the end
       checkpoint_every=500,
       keep_checkpoints=3,
+      # The input is this many independent streams (at least one per process), each global batch
+      # an equal share of each: every process count dividing it sees the same batches, so a run
+      # moves between them (vidtx/multihost.py). More streams, more pipelines per host.
+      input_streams=2,
       precise_bn_batches=0,     # > 0: PaddleVideo's precise BN over this many batches before validating
       peak_flops_per_device=0.0,  # for MFU; 0: from the device kind (vidtx.flops.PEAK_BF16_FLOPS)
       mix=ml_collections.ConfigDict(dict(kind="none", mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5)),

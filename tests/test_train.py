@@ -1,4 +1,4 @@
-"""End to end on the synthetic dataset: train, resume after SIGKILL, multi-device equality, eval, predict."""
+"""End to end on the synthetic dataset: train, resume after SIGKILL or SIGTERM, multi-device equality,\neval, predict."""
 import glob
 import importlib
 import json
@@ -90,7 +90,7 @@ def final_params(workdir, config):
   return jax.device_get(variables), meta
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
+def test_sigkill_or_sigterm_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
   overrides = config_overrides(data_dir, **{"train.num_steps": 40, "train.checkpoint_every": 4,
                                             "train.val_every": 0, "train.log_every": 4,
                                             "optim.swa.start_steps": 10, "optim.swa.every_steps": 3})
@@ -116,17 +116,35 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
   assert resumed.returncode == 0, resumed.stderr
   assert "resumed from" in resumed.stdout
 
+  # SIGTERM (a preemption): saves after the step it came in, exits 0; the same command resumes.
+  preempted = str(tmp_path / "preempted")
+  proc = subprocess.Popen([sys.executable, "train.py", config_arg, f"--workdir={preempted}", *overrides],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  while not os.path.isdir(os.path.join(preempted, "checkpoints", "4")) and proc.poll() is None:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM after step ")]
+  step = int(stopped[0].split("after step ")[1].split(":")[0])
+  assert 4 <= step < 40 and stopped[0].endswith(
+      f"checkpoint saved in {preempted}/checkpoints/{step}; run the same command to resume")
+  assert run_cli("train.py", config_arg, f"--workdir={preempted}", *overrides).returncode == 0
+
   config = smoke_config(data_dir)
   a, meta_a = final_params(straight, config)
-  b, meta_b = final_params(interrupted, config)
-  assert meta_a["step"] == meta_b["step"] == 40
-  assert meta_a["input"] == meta_b["input"]
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  # The SWA average lives in the optimizer state: it resumes exactly too.
   mesh = sharding.make_mesh(config.mesh)
   swa_a = jax.device_get(evaluate.restore_model(config, os.path.join(straight, "swa"), mesh)[1])
-  swa_b = jax.device_get(evaluate.restore_model(config, os.path.join(interrupted, "swa"), mesh)[1])
-  jax.tree.map(np.testing.assert_array_equal, swa_a, swa_b)
+  for workdir in (interrupted, preempted):
+    b, meta_b = final_params(workdir, config)
+    assert meta_a["step"] == meta_b["step"] == 40
+    assert meta_a["input"] == meta_b["input"]
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    # The SWA average lives in the optimizer state: it resumes exactly too.
+    swa_b = jax.device_get(evaluate.restore_model(config, os.path.join(workdir, "swa"), mesh)[1])
+    jax.tree.map(np.testing.assert_array_equal, swa_a, swa_b)
+    steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert steps == sorted(set(steps)), "metrics.jsonl repeats steps after the resume"
 
 
 @pytest.mark.parametrize("mesh_config", [{"data": 8, "fsdp": 1, "tensor": 1},

@@ -44,9 +44,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     messages.error(lines[0] if len(lines) == 1 else lines[-1])
   except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
-    key = str(e).strip("\"'")
+    # KeyError's str() is the repr of its message: "'key'\nDid you mean ...?"; take the message.
+    text = str(e.args[0] if e.args else e).replace("\\n", "\n").replace("\\'", "'")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = lines[0].strip("\"'") if lines else "?"
+    hint = lines[1].rstrip("'") if len(lines) > 1 else ""
+    hint = f" ({hint[0].lower()}{hint[1:]})" if hint else ""
     given = [a.split("=")[0] for a in argv if a.startswith("--config.") and key in a.split("=")[0]]
-    messages.error(f"{given[0] if given else key}: the config has no key {key!r}")
+    messages.error(f"{given[0] if given else key}: the config has no key {key!r}{hint}")
   sys.exit(1)
 
 

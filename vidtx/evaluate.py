@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 from vidtx import losses, sharding
 from vidtx.data import device as device_ops
@@ -67,16 +68,50 @@ def make_eval_step(model, data_config, averaging: str):
   return jax.jit(eval_step)
 
 
-def run(eval_step, variables, batches: Iterable[dict], mesh) -> dict[str, float]:
-  """Runs `eval_step` over all batches; returns top1, top5, mean loss and the number of videos."""
+def _failure(error: BaseException) -> str:
+  if isinstance(error, VidtxError):
+    return str(error)
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def run(eval_step, variables, batches: Iterable[dict], mesh,
+        num_batches: int | None = None) -> dict[str, float]:
+  """Runs `eval_step` over all batches; returns top1, top5, mean loss and the number of videos.
+
+  `num_batches` (what every process yields): a process whose input fails goes on with empty
+  batches to the last one, so that every process ends together and raises the same one-line
+  error instead of leaving the others waiting.
+  """
   totals = {"correct1": 0, "correct5": 0, "loss": 0.0, "count": 0}
   host_shards = max(1, (mesh.shape["data"] * mesh.shape["fsdp"]) // jax.process_count())
+  iterator, error, empty = iter(batches), None, None
   with jax.set_mesh(mesh):
-    for local in batches:
+    done = 0
+    while num_batches is None or done < num_batches:
+      try:
+        local = next(iterator) if error is None else empty
+      except StopIteration:
+        if num_batches is None:
+          break
+        local, error = empty, VidtxError(f"the evaluation input ended after {done} of {num_batches} batches")
+      except Exception as e:  # pylint: disable=broad-except  (ended together below)
+        local, error = empty, e
+      if local is None:  # failed before the first batch: nothing to stand in for it
+        raise VidtxError(_failure(error))
       local = pad_to_multiple({k: local[k] for k in ("video", "label", "mask")}, host_shards)
+      if empty is None:
+        empty = {k: np.zeros_like(v) for k, v in local.items()}
       counts = jax.device_get(eval_step(variables, sharding.global_batch(local, mesh)))
       for key in totals:
         totals[key] += counts[key].item()
+      done += 1
+  failed = error is not None
+  if jax.process_count() > 1:
+    failed = bool(np.any(multihost_utils.process_allgather(np.asarray(failed))))
+  if failed:
+    raise VidtxError(_failure(error) if error is not None else
+                     "the evaluation input of another process failed (see its message)")
   n = totals["count"]
   if n == 0:
     raise VidtxError("evaluation saw no videos (is the split empty?)")
@@ -116,21 +151,24 @@ def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
   Returns a JSON-ready dict: protocol, split, top1, top5, num_videos, views, averaging, ...
   """
   from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
-  from vidtx.data import format as data_format, pipeline  # pylint: disable=g-import-not-at-top
-
   from vidtx import data as data_lib  # pylint: disable=g-import-not-at-top
   data_lib.require_prepared(config.data.dir)
+  from vidtx.data import format as data_format, integrity, pipeline  # pylint: disable=g-import-not-at-top
+
   split = split or config.data.test_split
+  label_names = integrity.label_names(config.data.dir)
+  integrity.check_splits(data_format.builder(config.data.dir), [split],
+                         frame_index=config.data.read_sampled_frames)
   model, variables, meta = restore_model(config, path, mesh)
-  ckpt.check_labels_match(meta["label_names"], data_format.read_label_map(config.data.dir),
-                          path, config.data.dir)
+  ckpt.check_labels_match(meta["label_names"], label_names, path, config.data.dir)
   clips, crops = config.data.test_clips, config.data.test_crops
   averaging = config.eval.averaging
   dataset = pipeline.make_eval_dataset(
       config.data, split=split, batch_size=per_host_batch(config.eval.batch_size),
       num_clips=clips, num_crops=crops, process_index=jax.process_index(),
       process_count=jax.process_count())
-  result = run(make_eval_step(model, config.data, averaging), variables, dataset.as_numpy_iterator(), mesh)
+  result = run(make_eval_step(model, config.data, averaging), variables, dataset.as_numpy_iterator(),
+               mesh, num_batches=len(dataset))
   return {
       "protocol": f"test (video-level: {clips} clip(s) x {crops} crop(s) per video, {averaging} averaging)",
       "split": split, "top1": result["top1"], "top5": result["top5"], "loss": result["loss"],

@@ -8,10 +8,12 @@
   StopSignals         SIGTERM / SIGINT / a read error -> every process stops after the same step
 
 Input streams. The training input is K independent streams (K = config.train.input_streams,
-reduced to a divisor of the global batch); every global batch is stream 0's next B/K
-examples, then stream 1's, ... Process p of P reads streams [p K/P, (p+1) K/P), so the global
-batches, hence the losses, do not depend on how many processes or devices there are, and a
-checkpoint (which records examples consumed over all streams) resumes on another count.
+raised to a multiple of the process count, reduced to a divisor of the global batch, then kept
+for the life of the run); every global batch is stream 0's next B/K examples, then stream 1's,
+... Process p of P reads streams [p K/P, (p+1) K/P) (their shards: disjoint from the other
+processes' where there are at least K shards). So the global batches, hence the losses, are the
+same for every process count dividing K, on any number of devices, and a checkpoint (which
+records the examples consumed over all streams) resumes on any of them.
 """
 from __future__ import annotations
 
@@ -63,17 +65,21 @@ def initialize() -> None:
 
 
 def num_input_streams(requested: int, global_batch: int, process_count: int) -> int:
-  """K: `requested` reduced to a divisor of the global batch; every process must get K/P."""
+  """K of a new run: `requested`, raised to a multiple of the process count, reduced to a
+  divisor of the global batch (still a multiple of the process count, which divides it)."""
   if requested < 1:
     raise VidtxError(f"config.train.input_streams={requested} must be >= 1")
-  streams = math.gcd(requested, global_batch)
-  if streams % process_count:
+  return math.gcd(-(-requested // process_count) * process_count, global_batch)
+
+
+def check_input_streams(streams: int, global_batch: int, process_count: int, where: str) -> None:
+  """A resumed run keeps its K: the process count must divide it, and it the global batch."""
+  if streams % process_count or global_batch % streams:
     raise VidtxError(
-        f"the input is {streams} stream(s) (config.train.input_streams={requested}, global batch "
-        f"{global_batch}): {process_count} processes cannot share them evenly; use a process count "
-        f"that divides {streams}, or set config.train.input_streams to a multiple of {process_count} "
-        "for a new run")
-  return streams
+        f"{where} reads its input as {streams} stream(s): {process_count} process(es) with global "
+        f"batch {global_batch} cannot continue it (the process count must divide {streams}, and "
+        f"{streams} the global batch); to move a run between process counts, start it with "
+        "config.train.input_streams set to a multiple of each")
 
 
 def process_streams(num_streams: int, process_index: int, process_count: int) -> range:
@@ -95,15 +101,19 @@ def train_batches(make_dataset, data_config, *, global_batch: int, streams: int,
   """This process's rows of every global batch: its streams' next examples, stream after stream.
 
   make_dataset: `pipeline.make_train_dataset` (stream k of K is its process k of K). The
-  shuffle buffer is shared out between the streams, so host memory does not grow with K.
+  shuffle buffer (and config.data.num_threads) is shared out between the streams, so host
+  memory and threads do not grow with K.
   """
   per_stream = global_batch // streams
+  mine = process_streams(streams, jax.process_index(), jax.process_count())
   data_config = ml_collections.ConfigDict(data_config.to_dict())
   data_config.shuffle_buffer = max(1, data_config.shuffle_buffer // streams)
+  if data_config.num_threads:
+    data_config.num_threads = max(1, data_config.num_threads // len(mine))
   iterators = [
       make_dataset(data_config, batch_size=per_stream, seed=seed, start_index=examples_done // streams,
                    process_index=k, process_count=streams).as_numpy_iterator()
-      for k in process_streams(streams, jax.process_index(), jax.process_count())]
+      for k in mine]
   if len(iterators) == 1:
     yield from iterators[0]
     return

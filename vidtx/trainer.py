@@ -7,6 +7,7 @@ checkpoint, stop on NaN).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 from typing import Any
@@ -22,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
 from vidtx import data as data_lib
-from vidtx import evaluate, flops, losses, messages, models, optim, sharding
+from vidtx import evaluate, flops, losses, messages, models, multihost, optim, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -256,7 +257,20 @@ def total_steps(train_config, per_epoch: int) -> int:
   return steps
 
 
-def checkpoint_meta(config, label_names: list[str], step: int, examples_per_host: int,
+def check_train_config(train) -> None:
+  """Numbers in config.train that would fail later (a division by zero, an empty batch), now."""
+  for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "input_streams"):
+    if train[key] < 1:
+      raise VidtxError(f"config.train.{key}={train[key]} must be at least 1")
+  for key in ("val_every", "precise_bn_batches"):
+    if train[key] < 0:
+      raise VidtxError(f"config.train.{key}={train[key]} must be >= 0 (0: off)")
+  for key in ("num_steps", "device_batch_size", "num_epochs"):
+    if train[key] is not None and train[key] <= 0:
+      raise VidtxError(f"config.train.{key}={train[key]} must be positive")
+
+
+def checkpoint_meta(config, label_names: list[str], step: int, examples_done: int, streams: int,
                     prepared: dict) -> dict:
   return {
       "model": config.model.to_dict(),
@@ -264,30 +278,45 @@ def checkpoint_meta(config, label_names: list[str], step: int, examples_per_host
       "data": config.data.to_dict(),
       "prepared": prepared,
       "step": int(step),
-      "input": {"examples_per_host": int(examples_per_host), "seed": int(config.seed)},
+      # Global: any process count dividing `streams` continues the same input (vidtx.multihost).
+      "input": {"examples": int(examples_done), "streams": int(streams), "seed": int(config.seed)},
       "config": config.to_json_best_effort(),
   }
 
 
-def prefetched(iterator, mesh, depth: int = 2):
-  """Host batches -> sharded global device arrays, `depth` batches ahead of the step."""
-  queue = []
-  for local in iterator:
-    queue.append(sharding.global_batch(local, mesh))
-    if len(queue) >= depth:
-      yield queue.pop(0)
-  yield from queue
+def forget_metrics_after(path: str, step: int) -> None:
+  """Drops the metrics.jsonl lines of steps after `step`: the resumed run writes them again."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+      continue
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)
 
 
 # ----------------------------------------------------------------------------- the run
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints). Returns the last metrics."""
-  if config.data.get("name") != "synthetic":
+  """Trains `config` in `workdir` (resuming if it holds checkpoints). Returns the last metrics.
+
+  SIGTERM / SIGINT: every process stops after the same step, saves it and raises
+  multihost.Stopped. A data error stops the same way (one line, progress saved).
+  """
+  check_train_config(config.train)
+  if config.data.name != "synthetic":
     data_lib.require_prepared(config.data.dir)  # before TensorFlow loads: a one-line error
   # The data modules and clu's writers import TensorFlow; the train step itself does not need it.
   from vidtx import writers
   from vidtx.data import format as data_format
-  from vidtx.data import pipeline, synthetic
+  from vidtx.data import integrity, pipeline, synthetic
 
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -297,16 +326,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   say = messages.say
 
   # ------------------------------------------------------------------- data
-  if config.data.get("name") == "synthetic":
+  if config.data.name == "synthetic":
     if is_main:  # one writer; the other hosts wait for it
       synthetic.ensure_synthetic_dataset(config.data.dir, **config.data.synthetic)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("synthetic dataset prepared")
   builder = data_format.builder(config.data.dir)
-  label_names = data_format.read_label_map(config.data.dir)
+  label_names = integrity.label_names(config.data.dir)
   if len(label_names) != config.model.num_classes:
     raise VidtxError(f"dataset {config.data.dir} has {len(label_names)} classes but "
                      f"config.model.num_classes is {config.model.num_classes}")
+  # Every split the run will read, now: a broken validation shard must not wait for step N.
+  integrity.check_splits(builder, [config.data.train_split, config.data.val_split],
+                         frame_index=config.data.read_sampled_frames)
   num_train = builder.info.splits[config.data.train_split].num_examples
   prepared = data_format.read_prepare_info(config.data.dir)
 
@@ -314,14 +346,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   plan = batch_plan(config.train.batch_size, jax.device_count(), jax.process_count(),
-                    config.train.get("device_batch_size"))
+                    config.train.device_batch_size)
   per_epoch = steps_per_epoch(num_train, plan["global_batch"])
   num_steps = total_steps(config.train, per_epoch)
-  say(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}, mesh "
-      f"{dict(mesh.shape)}; batch: global {plan['global_batch']}, per host {plan['per_host']}, "
-      f"per device {plan['per_device']} = {plan['accumulation_steps']} accumulation step(s) x "
-      f"{plan['device_micro_batch']}; {num_train} training videos, {per_epoch} steps/epoch, "
-      f"{num_steps} steps")
+  say(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} in {jax.process_count()} "
+      f"process(es), mesh {dict(mesh.shape)}; batch: global {plan['global_batch']}, per host "
+      f"{plan['per_host']}, per device {plan['per_device']} = {plan['accumulation_steps']} "
+      f"accumulation step(s) x {plan['device_micro_batch']}; {num_train} training videos, "
+      f"{per_epoch} steps/epoch, {num_steps} steps")
 
   # ------------------------------------------------------------------- model, optimizer, state
   model = models.build(config.model, remat=config.train.remat)
@@ -335,33 +367,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params))
   _, forward_macs = flops.measure(model, config.model.num_frames, config.model.image_size)
   flops_per_clip = flops.train_flops_per_clip(forward_macs.total())
-  peak = config.train.get("peak_flops_per_device") or flops.peak_flops(jax.devices()[0].device_kind)
+  peak = config.train.peak_flops_per_device or flops.peak_flops(jax.devices()[0].device_kind)
   say(f"model {config.model.name}: {num_params / 1e6:.2f}M parameters, "
       f"{forward_macs.total() / 1e9:.4g} GMACs per clip forward, compute dtype {config.model.dtype}; "
       + (f"MFU against {peak / 1e12:.0f} TFLOP/s per device" if peak else
          "MFU not shown (peak FLOP/s of this device unknown: config.train.peak_flops_per_device)"))
 
   # ------------------------------------------------------------------- checkpoint: resume or init_from
-  checkpoints = ckpt.Checkpoints(workdir, keep=config.train.get("keep_checkpoints", 3))
-  start_step = checkpoints.latest_step()
-  examples_done = 0
-  if start_step is not None:
-    meta = checkpoints.read_meta(start_step)
-    ckpt.check_model_matches(meta, config.model, os.path.join(workdir, "checkpoints"))
-    variables, train = checkpoints.restore(
-        start_step,
-        ckpt.abstract(state.variables, {"params": state_shardings.params,
-                                        "batch_stats": state_shardings.batch_stats}),
-        ckpt.abstract({"step": state.step, "opt_state": state.opt_state},
-                      {"step": state_shardings.step, "opt_state": state_shardings.opt_state}))
+  checkpoints = ckpt.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+
+  def fits_this_run(meta: dict) -> None:
+    ckpt.check_model_matches(meta, config.model, checkpoint_dir)
+    ckpt.check_labels_match(meta.get("label_names", []), label_names, checkpoint_dir, config.data.dir)
+
+  resumed = checkpoints.restore_newest_intact(
+      ckpt.abstract(state.variables, {"params": state_shardings.params,
+                                      "batch_stats": state_shardings.batch_stats}),
+      ckpt.abstract({"step": state.step, "opt_state": state.opt_state},
+                    {"step": state_shardings.step, "opt_state": state_shardings.opt_state}),
+      fits_this_run)
+  if resumed is not None:
+    start_step, variables, train, meta = resumed
     state = TrainState(step=train["step"], params=variables["params"],
                        batch_stats=variables["batch_stats"], opt_state=train["opt_state"])
-    examples_done = meta["input"]["examples_per_host"]
-    say(f"resumed from {workdir}/checkpoints/{start_step} (input position: "
-        f"{examples_done} examples per host)")
+    examples_done, streams = multihost.input_position(meta["input"])
+    multihost.check_input_streams(streams, plan["global_batch"], jax.process_count(),
+                                  f"{checkpoint_dir}/{start_step}")
+    say(f"resumed from {checkpoint_dir}/{start_step} (input position: {examples_done} examples "
+        f"over {streams} input stream(s))")
   else:
-    start_step = 0
-    if config.get("init_from") and config.init_from.get("path"):
+    start_step, examples_done = 0, 0
+    streams = multihost.num_input_streams(config.train.input_streams, plan["global_batch"],
+                                          jax.process_count())
+    if config.init_from.path:
       from vidtx import convert  # pylint: disable=g-import-not-at-top
       params = convert.init_from(config.init_from, state.variables, config.model)
       state = state.replace(params=jax.device_put(params["params"], state_shardings.params),
@@ -370,17 +409,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ------------------------------------------------------------------- steps
   teacher, teacher_variables = None, None
-  if config.get("distill") and config.distill.get("teacher"):
+  if config.distill.teacher:
     teacher, teacher_variables = load_teacher(config, mesh, label_names)
     say(f"distillation: teacher {config.distill.teacher} ({type(teacher).__name__}), weight "
-        f"{config.distill.weight}, temperature {config.distill.get('temperature', 1.0)}")
+        f"{config.distill.weight}, temperature {config.distill.temperature}")
   train_step = jax.jit(
       make_train_step(model, tx, schedule, config, plan["accumulation_steps"], mesh, teacher),
       in_shardings=(state_shardings, None, None, None),
       out_shardings=(state_shardings, None), donate_argnums=(0,))
   eval_step = evaluate.make_eval_step(model, config.data, config.eval.averaging)
 
-  precise_bn = int(config.train.get("precise_bn_batches") or 0)
+  precise_bn = config.train.precise_bn_batches
   if precise_bn and jax.tree.leaves(state.batch_stats):
     batch_stats_step = make_batch_stats_step(model, config.data)
     say(f"precise BN: BatchNorm statistics recomputed from {precise_bn} training batches before "
@@ -388,13 +427,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     precise_bn = 0
 
+  def to_global(local: dict) -> dict:
+    return sharding.global_batch(local, mesh)
+
   def with_precise_batch_stats(variables) -> dict:
     """`variables` with BatchNorm statistics averaged over fresh training micro-batches."""
-    micro_batch = plan["device_micro_batch"] * jax.device_count() // jax.process_count()
-    dataset = pipeline.make_train_dataset(  # its own stream: the training input is untouched
-        config.data, batch_size=micro_batch, seed=config.seed + 1,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    batches = itertools.islice(prefetched(dataset.as_numpy_iterator(), mesh), precise_bn)
+    micro_batch = plan["device_micro_batch"] * jax.device_count()
+    local = multihost.train_batches(  # its own stream: the training input is untouched
+        pipeline.make_train_dataset, config.data, global_batch=micro_batch,
+        streams=math.gcd(streams, micro_batch), seed=config.seed + 1, examples_done=0)
+    batches = map(to_global, itertools.islice(local, precise_bn))
     stats = precise_batch_stats(batch_stats_step, variables, batches)
     return dict(variables, batch_stats=jax.device_put(stats, state_shardings.batch_stats))
 
@@ -403,14 +445,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         config.data, split=config.data.val_split, batch_size=evaluate.per_host_batch(config.eval.batch_size),
         num_clips=1, num_crops=1,
         process_index=jax.process_index(), process_count=jax.process_count())
-    result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh)
+    result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh,
+                          num_batches=len(dataset))
     return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"]}
 
   # ------------------------------------------------------------------- the loop
-  dataset = pipeline.make_train_dataset(
-      config.data, batch_size=plan["per_host"], seed=config.seed, start_index=examples_done,
-      process_index=jax.process_index(), process_count=jax.process_count())
-  batches = prefetched(dataset.as_numpy_iterator(), mesh)
+  upcoming = multihost.Upcoming(multihost.train_batches(
+      pipeline.make_train_dataset, config.data, global_batch=plan["global_batch"], streams=streams,
+      seed=config.seed, examples_done=examples_done), to_global)
+  if is_main:
+    forget_metrics_after(os.path.join(workdir, "metrics.jsonl"), start_step)
   writer = writers.make_writer(workdir, is_main=is_main)
   progress = writers.Progress(num_steps, start_step, plan["global_batch"], flops_per_clip,
                               peak * jax.device_count() if peak else None)
@@ -425,52 +469,92 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if not math.isfinite(means["loss"]):
       raise NonFiniteLoss(
           f"loss is {means['loss']} at step {step}: training stopped; the last good checkpoint "
-          f"in {workdir}/checkpoints is kept (lower config.optim.lr or set config.optim.clip_grad_norm)")
+          f"in {checkpoint_dir} is kept (lower config.optim.lr or set config.optim.clip_grad_norm)")
     return means
 
-  say(f"training from step {start_step} to {num_steps}; metrics in {workdir}/metrics.jsonl")
-  step = start_step
+  def save(step: int) -> dict:
+    meta = checkpoint_meta(config, label_names, step, examples_done, streams, prepared)
+    checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
+    return meta
+
+  say(f"training from step {start_step} to {num_steps} (input: {streams} stream(s), "
+      f"{len(multihost.process_streams(streams, jax.process_index(), jax.process_count()))} per "
+      f"process); metrics in {workdir}/metrics.jsonl")
+  step, stop = start_step, 0
   try:
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      for step in range(start_step + 1, num_steps + 1):
-        batch = next(batches)
-        state, metrics = train_step(state, batch, step_rng, teacher_variables)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), multihost.StopSignals() as stops:
+      upcoming.fill()
+      agreed = stops.poll(upcoming.error is not None)  # read one step later, so no step waits on it
+      steps = range(start_step + 1, num_steps + 1)
+      if int(agreed) == multihost.INPUT_FAILED:  # before any step: nothing new to save
+        stop, steps = multihost.INPUT_FAILED, ()
+      for step in steps:
+        state, metrics = train_step(state, upcoming.pop(), step_rng, teacher_variables)
         pending.append(metrics)
-        examples_done += plan["per_host"]
-        log_now = step % config.train.log_every == 0 or step == num_steps
-        val_now = step == num_steps or (config.train.val_every and step % config.train.val_every == 0)
-        save_now = step == num_steps or step % config.train.checkpoint_every == 0
-        if log_now or val_now or save_now:
-          scalars = {**flush_metrics(step), **progress.rate(step)}
-          if val_now and precise_bn:
-            state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
-          swa = swa_variables(state)
-          if swa is not None and precise_bn and (val_now or save_now):
-            swa = with_precise_batch_stats(swa)
-          if val_now:
+        examples_done += plan["global_batch"]
+        upcoming.fill()
+        checkpoints.check()
+        stop, agreed = int(agreed), stops.poll(upcoming.error is not None)
+        log_now = step % config.train.log_every == 0 or step == num_steps or stop
+        val_now = not stop and (step == num_steps or (config.train.val_every
+                                                      and step % config.train.val_every == 0))
+        save_now = step == num_steps or step % config.train.checkpoint_every == 0 or stop
+        if not (log_now or val_now or save_now):
+          continue
+        scalars = {**flush_metrics(step), **progress.rate(step)}
+        if val_now and precise_bn:
+          state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
+        swa = swa_variables(state)
+        if swa is not None and precise_bn and (val_now or save_now):
+          swa = with_precise_batch_stats(swa)
+        meta = save(step) if save_now else None  # before validating: its failure loses nothing
+        if val_now:
+          try:
             scalars.update(validate(state.variables))
-            say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
-                f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}")
             if swa is not None:
               scalars.update({f"swa_{k}": v for k, v in validate(swa).items()})
-              say(f"validation of the SWA weights: top-1 {scalars['swa_val_top1']:.4f}, "
-                  f"top-5 {scalars['swa_val_top5']:.4f}")
-          writer.write_scalars(step, scalars)
-          last = scalars
-          say(progress.line(step, scalars))
-        if save_now:
-          meta = checkpoint_meta(config, label_names, step, examples_done, prepared)
-          checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
-          if val_now:
-            checkpoints.save_best(step, state.variables, meta, scalars["val_top1"])
+          except VidtxError as e:
+            if meta is None:
+              save(step)
+            checkpoints.wait()
+            raise VidtxError(f"validation at step {step} failed: {e}; training progress is saved "
+                             f"in {checkpoint_dir}/{step}") from None
+          say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
+              f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}")
           if swa is not None:
-            checkpoints.save_swa(step, swa, meta)
-        if val_now or save_now:
-          progress.restart()
-  finally:
+            say(f"validation of the SWA weights: top-1 {scalars['swa_val_top1']:.4f}, "
+                f"top-5 {scalars['swa_val_top5']:.4f}")
+          checkpoints.save_best(step, state.variables, meta or save(step), scalars["val_top1"])
+        if swa is not None and save_now:
+          checkpoints.save_swa(step, swa, meta)
+        writer.write_scalars(step, scalars)
+        last = scalars
+        say(progress.line(step, scalars))
+        progress.restart()
+        if stop:
+          break
+  except BaseException:
+    try:
+      checkpoints.wait()  # the saves in flight still land
+    except VidtxError:
+      pass  # the first error is the one to report
+    raise
+  else:
     checkpoints.wait()
+  finally:
     checkpoints.close()
     writer.flush()
+  if stop == multihost.INPUT_FAILED:
+    saved = f"progress saved in {checkpoint_dir}/{step}" if step > start_step else "nothing new to save"
+    reason = (f"{type(upcoming.error).__name__}: {upcoming.error}".splitlines()[0]
+              if upcoming.error is not None else "another process could not read its input (see its message)")
+    raise VidtxError(f"training input failed after step {step} ({reason}); {saved}")
+  if stop:
+    name, exit_code = multihost.StopSignals.describe(stop)
+    where = (f"checkpoint saved in {checkpoint_dir}/{step}" if step > start_step
+             else "nothing new to save")
+    raise multihost.Stopped(f"stopped by {name} after step {step}: {where}; run the same command to "
+                            "resume", exit_code)
   swa_note = f", SWA weights in {workdir}/swa" if checkpoints.swa is not None else ""
-  say(f"done: {step} steps; checkpoints in {workdir}/checkpoints, best in {workdir}/best{swa_note}")
+  say(f"done: {step} steps; checkpoints in {checkpoint_dir}, best in {workdir}/best{swa_note}")
   return last

@@ -15,7 +15,7 @@ VARIANTS = {
     "pptimesformer_k400": ["frames=8", "frames=16"],
     "pptsm_k400": ["depth=50,sampling=uniform", "depth=101,sampling=dense"],
     "videoswin_k400": ["variant=tiny", "variant=small", "variant=base"],
-    "vivit_k400": ["model=factorised_encoder", "model=spatio_temporal"],
+    "vivit_k400": ["model=factorised_encoder", "model=spatio_temporal", "recipe=mxmark"],
     "timesformer_k400": ["attention=divided_space_time", "attention=joint_space_time", "attention=space_only"],
     "demo": ["temporal=True", "temporal=False"],
 }

@@ -27,7 +27,7 @@ import numpy as np
 from vidtx.errors import VidtxError
 
 _MAGIC = 0x1950A86A20F9469CFC6C  # the legacy format's first pickle
-# torch storage class -> (numpy dtype of the stored bytes, widen bfloat16)
+# torch storage class -> numpy dtype of its stored elements (bfloat16 as uint16 bits, widened later)
 _STORAGES = {
     "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
     "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,

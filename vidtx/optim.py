@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from vidtx import messages
 from vidtx.errors import VidtxError
 
 
@@ -312,9 +313,21 @@ def make_optimizer(optim_config, params, schedule: optax.Schedule, steps_per_epo
   if optim_config.lr_mults:
     parts.append(scale_by_tree(lr_multipliers(params, optim_config)))
   if float(optim_config.layer_decay) != 1.0:
-    parts.append(scale_by_tree(layer_decay_multipliers(params, optim_config.layer_decay, block_lists)))
+    multipliers = layer_decay_multipliers(params, optim_config.layer_decay, block_lists)
+    parts.append(scale_by_tree(multipliers))
+    low = min(jax.tree.leaves(multipliers))
+    messages.say(f"layer-wise LR decay {optim_config.layer_decay}: learning-rate multipliers "
+                 f"from {low:.3g} (embeddings) to 1 (head)")
   if not all(jax.tree.leaves(trainable)):
     parts = [only_trainable(optax.chain(*parts), trainable)]
+    flat = traverse_util.flatten_dict(trainable)
+    frozen = ["/".join(k) for k, v in flat.items() if not v]
+    messages.say(f"{len(frozen)} of {len(flat)} parameter arrays frozen (config.optim.freeze"
+                 f"{' / linear_probe' if optim_config.linear_probe else ''}): "
+                 + ", ".join(frozen[:6]) + (", ..." if len(frozen) > 6 else ""))
+  if scheduled_wd:
+    messages.say(f"weight decay: cosine from {wd} to {optim_config.weight_decay_end} over "
+                 f"{total_steps} steps")
   swa_config = optim_config.swa
   swa_start = to_steps(swa_config, "start", steps_per_epoch)
   if swa_start is not None:

@@ -46,13 +46,13 @@ def test_zoo_runs_the_chosen_models_in_the_given_order_with_lever_sets(tmp_path)
   md = tmp_path / "zoo.md"
   proc = subprocess.run(
       [sys.executable, "-m", "vidtx.bench_step", "--zoo", "--smoke", "--steps", "1", "--warmup", "0",
-       "--only", "PP-TSM R50,Swin-T", "--levers", "off,best", "--output", str(out), "--markdown", str(md)],
+       "--only", "TokShift,space-only", "--levers", "off,best", "--output", str(out), "--markdown", str(md)],
       cwd=REPO, env=_without_tensorflow(tmp_path), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   results = json.loads(out.read_text())
   assert [(r["label"], r["lever_set"]) for r in results] == [
-      ("PP-TSM R50 8x224", "off"), ("PP-TSM R50 8x224", "best"),
-      ("Swin-T 32x224", "off"), ("Swin-T 32x224", "best")]
+      ("TokShift-B 8x256", "off"), ("TokShift-B 8x256", "best"),
+      ("TimeSformer-B space-only 8x224", "off"), ("TimeSformer-B space-only 8x224", "best")]
   assert all("error" not in r and r["clips_per_s"] > 0 for r in results)
   assert md.read_text().count("\n") == 2 + len(results)
 
@@ -60,3 +60,17 @@ def test_zoo_runs_the_chosen_models_in_the_given_order_with_lever_sets(tmp_path)
 def test_unknown_zoo_model_is_a_clear_error():
   with pytest.raises(bench_step.VidtxError, match="no zoo model matches"):
     bench_step.zoo_entries("Swin-XXL")
+
+
+def test_compile_only_reports_memory_and_remat_keeps_less_for_the_backward_pass():
+  """--compile_only allocates nothing and reports per-device memory; full remat keeps less for
+  the backward pass than none, with the same parameters and optimizer state."""
+  results = {}
+  for remat in ("none", "full"):
+    config = bench_step.load_config("timesformer_k400", "smoke=True")
+    config.train.remat = remat
+    results[remat] = bench_step.measure(config, compile_only=True, per_device_batch=2)
+  none, full = results["none"], results["full"]
+  assert "step_time_s" not in none  # nothing ran
+  assert none["compiled_memory"]["argument_bytes"] == full["compiled_memory"]["argument_bytes"] > 0
+  assert 0 < full["saved_activation_bytes_per_device"] < none["saved_activation_bytes_per_device"]

@@ -4,7 +4,7 @@ import re
 import jax
 import pytest
 
-from vidtx import bench_step, models, optim, sharding, trainer
+from vidtx import bench_step, sharding, trainer
 
 
 def _dot_operand_types(stablehlo: str) -> list[tuple[str, str]]:
@@ -26,11 +26,8 @@ def test_bf16_train_step_has_no_float32_matmul_or_convolution(module, arg):
   config = bench_step.load_config(module, ",".join(filter(None, [arg, "smoke=True"])))
   config.model.dtype = "bfloat16"
   mesh = sharding.make_mesh(config.mesh)
-  model = models.build(config.model)
   rng = jax.random.key(0)
-  schedule = optim.make_schedule(config.optim, 10, 1)
-  abstract = bench_step._unboxed(models.abstract_variables(model, config.model, rng))
-  tx = optim.make_optimizer(config.optim, abstract["params"], schedule)
+  model, schedule, tx, _ = trainer.model_and_optimizer(config, 10, 1, rng)
   state = jax.eval_shape(  # shapes only: nothing is initialised or compiled
       lambda r: trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config), r)[0],
       rng)
@@ -39,6 +36,7 @@ def test_bf16_train_step_has_no_float32_matmul_or_convolution(module, arg):
            "label": jax.ShapeDtypeStruct((8,), jax.numpy.int32)}
   step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh))
   text = step.lower(state, batch, rng, None).as_text()
+  assert bench_step.saved_activation_bytes(model, state, batch["video"], rng) > 0  # BatchNorm too
   ops = _dot_operand_types(text)
   assert len(ops) > 10
   widened = [op for op in ops if "f32" in op[1]]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vidtx import flops, messages, models, optim, sharding, trainer
+from vidtx import flops, messages, sharding, trainer
 from vidtx.errors import VidtxError
 
 # Every seed model at its recipe input: (label, config module, argument).
@@ -107,11 +107,8 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
   global_batch = per_device_batch * devices
   mesh = sharding.make_mesh(config.mesh)
   model_config = config.model
-  model = models.build(model_config, remat=config.train.remat)
   rng = jax.random.key(config.seed)
-  schedule = optim.make_schedule(config.optim, total_steps=1000, steps_per_epoch=100)
-  abstract = models.abstract_variables(model, model_config, rng)
-  tx = optim.make_optimizer(config.optim, _unboxed(abstract)["params"], schedule, 100)
+  model, schedule, tx, _ = trainer.model_and_optimizer(config, num_steps=1000, per_epoch=100, rng=rng)
   rules = sharding.rules(config)
   make_state = functools.partial(trainer.create_train_state, model, model_config, tx, mesh, rules)
   abstract_state, state_shardings = make_state(rng, abstract=True)  # nothing allocated
@@ -191,22 +188,15 @@ def saved_activation_bytes(model, state, video, rng) -> int:
   """Bytes the forward pass keeps for the backward pass (the residuals of jax.vjp), for the
   global batch: what rematerialisation trades for recomputation, whatever the backend's buffer
   assignment does with it. Computed from shapes only."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-
-  def logits_of(params, clip):
-    out, _ = model.apply({**variables, "params": params}, clip.astype(jnp.float32), train=True,
-                         rngs={"dropout": rng}, mutable=["batch_stats"])
+  def logits_of(params, batch_stats, clip):
+    out, _ = model.apply({"params": params, "batch_stats": batch_stats}, clip.astype(jnp.float32),
+                         train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
     return out
 
-  clip = jax.ShapeDtypeStruct(video.shape, video.dtype)
-  params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state.params)
-  vjp = jax.eval_shape(lambda p, v: jax.vjp(lambda q: logits_of(q, v), p)[1], params, clip)
+  shapes = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  vjp = jax.eval_shape(lambda p, s, v: jax.vjp(lambda q: logits_of(q, s, v), p)[1],
+                       shapes(state.params), shapes(state.batch_stats), shapes(video))
   return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(vjp)))
-
-
-def _unboxed(tree):
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  return nn.unbox(tree)
 
 
 def largest_batch(config, start: int, limit: int, **kwargs) -> dict:

@@ -60,6 +60,16 @@ def batch_plan(global_batch: int, num_devices: int, process_count: int,
 
 
 # ----------------------------------------------------------------------------- model and state
+def model_and_optimizer(config, num_steps: int, per_epoch: int, rng):
+  """(model, schedule, tx, abstract params) of an experiment config: what a train step needs."""
+  model = models.build(config.model, remat=config.train.remat)
+  schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
+  abstract_params = nn.unbox(models.abstract_variables(model, config.model, rng))["params"]
+  tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch, total_steps=num_steps,
+                            block_lists=models.get_family(config.model.name).block_lists)
+  return model, schedule, tx, abstract_params
+
+
 def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: bool = False):
   """Fresh state created directly in its sharded layout (never whole on one device).
 
@@ -356,13 +366,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       f"{per_epoch} steps/epoch, {num_steps} steps")
 
   # ------------------------------------------------------------------- model, optimizer, state
-  model = models.build(config.model, remat=config.train.remat)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
-  abstract_params = nn.unbox(models.abstract_variables(model, config.model, init_rng))["params"]
-  tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch, total_steps=num_steps,
-                            block_lists=models.get_family(config.model.name).block_lists)
+  model, schedule, tx, abstract_params = model_and_optimizer(config, num_steps, per_epoch, init_rng)
   state, state_shardings = create_train_state(model, config.model, tx, mesh, rules, init_rng)
   num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(abstract_params))
   _, forward_macs = flops.measure(model, config.model.num_frames, config.model.image_size)

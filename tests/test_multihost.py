@@ -3,7 +3,7 @@
 
 One chain of runs checks several properties, to keep the suite short:
   2 processes x 4 devices, SIGTERM to the launcher  -> all stop at one step, save, exit 0
-  1 process x 4 devices resumes it                  -> the same losses as one 1 x 8 run
+  1 process x 4 devices resumes it, then 1 x 1      -> the same losses as one 1 x 8 run
   eval.py on 2 x 4 devices                          -> the JSON of one process
 """
 import json
@@ -90,15 +90,17 @@ def test_two_processes_stop_together_resume_on_one_and_match_one(smoke_data_dir,
   log = [l.split(" ", 1)[1] for l in open(os.path.join(workdir, "log.txt"))]
   assert len([l for l in log if l.startswith(f"step {first}/")]) == 1  # one writer
 
-  # 1 process x 4 devices resumes it: the same input streams, the same global batches.
-  target = first + 3
-  result = subprocess.run(
-      [sys.executable, "train.py", *flags(smoke_data_dir, workdir, target)], cwd=REPO,
-      capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4"))
-  assert result.returncode == 0, result.stderr
-  assert "devices: 4 x cpu in 1 process(es)" in result.stdout
-  assert f"resumed from {workdir}/checkpoints/{first}" in result.stdout
+  # 1 process x 4 devices resumes it, then 1 x 1: the same input streams, the same global batches.
+  resumed_from = first
+  for devices, target in ((4, first + 2), (1, first + 4)):
+    result = subprocess.run(
+        [sys.executable, "train.py", *flags(smoke_data_dir, workdir, target)], cwd=REPO,
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"))
+    assert result.returncode == 0, result.stderr
+    assert f"devices: {devices} x cpu in 1 process(es)" in result.stdout
+    assert f"resumed from {workdir}/checkpoints/{resumed_from}" in result.stdout
+    resumed_from = target
   elastic = losses(workdir)
 
   # One uninterrupted run on 1 process x 8 devices.
@@ -171,3 +173,53 @@ def test_each_process_reads_its_own_streams_and_together_the_one_process_batches
   # 6 shards over 4 streams: stream k reads shards k, k + 4; processes share no shard.
   shard_of = lambda labels: set(np.concatenate(labels) // 4)
   assert shard_of(two[0]) <= {0, 1, 4, 5} and shard_of(two[1]) <= {2, 3}
+
+
+STUB_SRUN = """#!/usr/bin/env bash
+# A stand-in for SLURM's srun: $STUB_NTASKS tasks on this machine with SLURM's variables set.
+while [[ $1 == -* ]]; do shift; done
+n=${STUB_NTASKS:-2}
+job=$((RANDOM + 1000))
+pids=()
+for ((i = 0; i < n; i++)); do
+  SLURM_JOB_ID=$job SLURM_STEP_NODELIST=localhost SLURM_NTASKS=$n SLURM_PROCID=$i \\
+  SLURM_LOCALID=$i SLURM_STEP_NUM_NODES=$n "$@" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+"""
+
+
+def test_the_slurm_launcher_runs_under_srun(smoke_data_dir, tmp_path):
+  stub = tmp_path / "bin" / "srun"
+  stub.parent.mkdir()
+  stub.write_text(STUB_SRUN)
+  stub.chmod(0o755)
+  workdir = str(tmp_path / "w")
+  env = dict(os.environ, SLURM_SUBMIT_DIR=REPO, STUB_NTASKS="2", JAX_PLATFORMS="cpu",
+             PATH=f"{stub.parent}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  result = subprocess.run(
+      ["bash", "launch/slurm_gpu.sh", "configs/demo.py:smoke=True", workdir,
+       f"--config.data.dir={smoke_data_dir}", "--config.train.num_steps=2",
+       "--config.train.val_every=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  assert "devices: 8 x cpu in 2 process(es)" in result.stdout
+  assert steps_saved(workdir) == [2]
+
+
+def test_the_tpu_pod_launcher_prints_its_command_in_a_dry_run():
+  result = subprocess.run(
+      ["bash", "launch/tpu_pod.sh", "my-tpu", "us-central2-b", "configs/timesformer_k400.py",
+       "gs://bucket/runs/tsf", "--config.train.batch_size=64"], cwd=REPO, capture_output=True,
+      text=True, timeout=60, env=dict(os.environ, DRY_RUN="1"))
+  assert result.returncode == 0, result.stderr
+  words = result.stdout.split()
+  assert words[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone",
+                       "us-central2-b", "--worker=all"]
+  remote = subprocess.run(["bash", "-c", f"printf '%s' {words[10]}"], capture_output=True,
+                          text=True).stdout
+  assert remote == ("cd ~/vidtx && python train.py --distributed --config configs/timesformer_k400.py "
+                    "--workdir gs://bucket/runs/tsf --config.train.batch_size=64")

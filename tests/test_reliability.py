@@ -122,7 +122,7 @@ def test_resume_refuses_a_dataset_with_another_label_map(three_checkpoints, smok
 
 @pytest.mark.parametrize("damage,message", [
     ("missing", r"shard .*vidtx-test.tfrecord-00000-of-00001 of split 'test' is missing \(0 of 1"),
-    ("truncated", r"shard .*vidtx-test.tfrecord-00000-of-00001 of split 'test' is truncated "
+    ("truncated", r"shard .*vidtx-test.tfrecord-00000-of-00001 is truncated "
                   r"\(\d+ bytes, \d+ when prepared\)"),
     ("garbage index", r"frame_index/vidtx-test.tfrecord-00000-of-00001.npz is not a frame index"),
 ])
@@ -350,3 +350,80 @@ def test_sigint_saves_where_it_stopped(smoke_data_dir, tmp_path):
   step = int(str(stop.value).split("after step ")[1].split(":")[0])
   assert stop.value.exit_code == 130 and step < 200
   assert max(ocp.utils.checkpoint_steps(os.path.join(workdir, "checkpoints"))) == step
+
+
+# ----------------------------------------------------------------------------- the data files
+def overwrite_middle(path: str) -> None:
+  """Random bytes over the middle third of a file (its size unchanged)."""
+  size = os.path.getsize(path)
+  with open(path, "r+b") as f:
+    f.seek(size // 3)
+    f.write(np.random.RandomState(1).bytes(size // 3))
+
+
+def test_a_corrupted_training_shard_ends_the_run_naming_it_with_progress_saved(smoke_data_dir,
+                                                                                tmp_path):
+  data_dir = copy_of(smoke_data_dir, tmp_path)
+  shard = os.path.join(data_dir, "vidtx-train.tfrecord-00000-of-00001")
+  workdir = str(tmp_path / "w")
+  proc = subprocess.Popen([sys.executable, "train.py", "--config=configs/demo.py:smoke=True",
+                           f"--workdir={workdir}", f"--config.data.dir={data_dir}",
+                           "--config.train.num_steps=1000", "--config.train.checkpoint_every=2",
+                           "--config.train.val_every=0"],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  while not ocp.utils.checkpoint_steps(checkpoints) and proc.poll() is None:
+    time.sleep(0.02)
+  overwrite_middle(shard)  # as a failing disk would, under the running job
+  corrupted = time.time()
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 1 and time.time() - corrupted < 120, err
+  last = err.strip().splitlines()[-1]
+  step = max(ocp.utils.checkpoint_steps(checkpoints))
+  assert last.startswith("error: training input failed after step ")
+  assert f"shard {shard}, record " in last and "is damaged (not a JPEG)" in last
+  assert last.endswith(f"progress saved in {checkpoints}/{step}"), last
+  assert "Traceback" not in err
+
+
+def test_decoding_names_symlink_loops_broken_links_and_fifos(tmp_path):
+  from vidtx.data import decode, sources  # pylint: disable=g-import-not-at-top
+  loop, broken, fifo = tmp_path / "loop.avi", tmp_path / "broken.avi", tmp_path / "fifo.avi"
+  os.symlink(loop, loop)
+  os.symlink(tmp_path / "gone.avi", broken)
+  os.mkfifo(fifo)
+  for path, words in [(loop, "a symbolic link loop"), (broken, "a broken symbolic link"),
+                      (fifo, "is a FIFO")]:
+    with pytest.raises(VidtxError, match=words):
+      decode.decode_video(str(path))
+  entries, failures = [], []
+  sources._add(entries, failures, "train", str(loop), 0, "loop", str(tmp_path))
+  assert len(entries) == 1 and not failures  # listed, then reported by decoding as what it is
+
+
+def test_a_malformed_big_parameter_entry_is_one_clear_line(tmp_path):
+  import pickle  # pylint: disable=g-import-not-at-top
+  from vidtx.convert import readers  # pylint: disable=g-import-not-at-top
+  for info in ({"w": {"slices": ["w@@.0"], "OriginShape": [3, 3]}},  # 4 values into 3 x 3
+               {"w": {"OriginShape": [4]}},                          # no slices
+               ["not", "a", "dict"]):
+    path = str(tmp_path / "bad.pdparams")
+    with open(path, "wb") as f:
+      pickle.dump({"UnpackBigParamInfor@@": info, "w@@.0": np.zeros(4, np.float32)}, f, protocol=2)
+    with pytest.raises(VidtxError, match=r"bad.pdparams: .*UnpackBigParamInfor@@"):
+      readers.load_pdparams(path)
+
+
+def test_info_calls_a_dataset_with_a_missing_shard_or_an_edited_label_map_incomplete(smoke_data_dir,
+                                                                                  tmp_path, capsys):
+  from vidtx.data import info  # pylint: disable=g-import-not-at-top
+  data_dir = copy_of(smoke_data_dir, tmp_path)
+  info.main(["info", data_dir])
+  assert "complete      yes" in capsys.readouterr().out
+  with open(os.path.join(data_dir, "label_map.txt"), "a") as f:
+    f.write("Extra\n")
+  os.remove(os.path.join(data_dir, "vidtx-train.tfrecord-00000-of-00001"))
+  with pytest.raises(VidtxError, match="is not complete"):
+    info.main(["info", data_dir])
+  out = capsys.readouterr().out
+  assert "complete      NO: the label maps of" in out and "vidtx-train.tfrecord-00000-of-00001" in out

@@ -1,6 +1,7 @@
 """What the entry points share: config flags and one-line errors instead of tracebacks."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import sys
 
@@ -11,6 +12,8 @@ from ml_collections import config_flags
 
 from vidtx import messages
 from vidtx.errors import VidtxError  # noqa: F401  (re-exported for the entry points)
+
+_DEVNULL = open(os.devnull, "w")  # pylint: disable=consider-using-with  (for the exit watchdog)
 
 
 def define_config_flag() -> None:
@@ -31,6 +34,10 @@ def run(main) -> None:
     except KeyboardInterrupt:
       messages.error("interrupted")
       sys.exit(130)
+    finally:
+      # A tf.data iterator whose reader was mid-read can block its destructor for ever at exit:
+      # whatever happens, the process ends within a minute (status 1 if it had to be cut short).
+      faulthandler.dump_traceback_later(60, exit=True, file=_DEVNULL)
 
   app.run(wrapped, flags_parser=parse_flags)
 

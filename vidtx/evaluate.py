@@ -8,7 +8,7 @@ nowhere, so the result does not depend on the batch size or the device count.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import flax.linen as nn
 import jax
@@ -68,21 +68,19 @@ def make_eval_step(model, data_config, averaging: str):
   return jax.jit(eval_step)
 
 
-def _failure(error: BaseException) -> str:
-  if isinstance(error, VidtxError):
-    return str(error)
-  lines = [line for line in str(error).splitlines() if line.strip()]
-  return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def run(eval_step, variables, batches: Iterable[dict], mesh,
-        num_batches: int | None = None) -> dict[str, float]:
+def run(eval_step, variables, batches: Iterable[dict], mesh, num_batches: int | None = None,
+        shards: Sequence[str] = ()) -> dict[str, float]:
   """Runs `eval_step` over all batches; returns top1, top5, mean loss and the number of videos.
 
   `num_batches` (what every process yields): a process whose input fails goes on with empty
   batches to the last one, so that every process ends together and raises the same one-line
-  error instead of leaving the others waiting.
+  error (naming the shard and record, among `shards`) instead of leaving the others waiting.
   """
+  from vidtx.data import integrity  # pylint: disable=g-import-not-at-top
+
+  def _failure(error: BaseException) -> str:
+    return integrity.describe_read_error(error, shards)
+
   totals = {"correct1": 0, "correct5": 0, "loss": 0.0, "count": 0}
   host_shards = max(1, (mesh.shape["data"] * mesh.shape["fsdp"]) // jax.process_count())
   iterator, error, empty = iter(batches), None, None
@@ -157,8 +155,8 @@ def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
 
   split = split or config.data.test_split
   label_names = integrity.label_names(config.data.dir)
-  integrity.check_splits(data_format.builder(config.data.dir), [split],
-                         frame_index=config.data.read_sampled_frames)
+  builder = data_format.builder(config.data.dir)
+  integrity.check_splits(builder, [split], frame_index=config.data.read_sampled_frames)
   model, variables, meta = restore_model(config, path, mesh)
   ckpt.check_labels_match(meta["label_names"], label_names, path, config.data.dir)
   clips, crops = config.data.test_clips, config.data.test_crops
@@ -168,7 +166,8 @@ def test_protocol(config, path: str, mesh, split: str | None = None) -> dict:
       num_clips=clips, num_crops=crops, process_index=jax.process_index(),
       process_count=jax.process_count())
   result = run(make_eval_step(model, config.data, averaging), variables, dataset.as_numpy_iterator(),
-               mesh, num_batches=len(dataset))
+               mesh, num_batches=len(dataset),
+               shards=[str(p) for p in builder.info.splits[split].filepaths])
   return {
       "protocol": f"test (video-level: {clips} clip(s) x {crops} crop(s) per video, {averaging} averaging)",
       "split": split, "top1": result["top1"], "top5": result["top5"], "loss": result["loss"],

@@ -350,6 +350,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   integrity.check_splits(builder, [config.data.train_split, config.data.val_split],
                          frame_index=config.data.read_sampled_frames)
   num_train = builder.info.splits[config.data.train_split].num_examples
+
+  def split_shards(split: str) -> list[str]:
+    return [str(p) for p in builder.info.splits[split].filepaths]
+
   prepared = data_format.read_prepare_info(config.data.dir)
 
   # ------------------------------------------------------------------- batch plan and mesh
@@ -452,7 +456,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         num_clips=1, num_crops=1,
         process_index=jax.process_index(), process_count=jax.process_count())
     result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh,
-                          num_batches=len(dataset))
+                          num_batches=len(dataset), shards=split_shards(config.data.val_split))
     return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"]}
 
   # ------------------------------------------------------------------- the loop
@@ -492,7 +496,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       upcoming.fill()
       agreed = stops.poll(upcoming.error is not None)  # read one step later, so no step waits on it
       steps = range(start_step + 1, num_steps + 1)
-      if int(agreed) == multihost.INPUT_FAILED:  # before any step: nothing new to save
+      if int(agreed) == multihost.INPUT_FAILED and steps:  # before any step: nothing new to save
         stop, steps = multihost.INPUT_FAILED, ()
       for step in steps:
         state, metrics = train_step(state, upcoming.pop(), step_rng, teacher_variables)
@@ -502,8 +506,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoints.check()
         stop, agreed = int(agreed), stops.poll(upcoming.error is not None)
         log_now = step % config.train.log_every == 0 or step == num_steps or stop
-        val_now = not stop and (step == num_steps or (config.train.val_every
-                                                      and step % config.train.val_every == 0))
+        val_now = step == num_steps or (not stop and config.train.val_every
+                                        and step % config.train.val_every == 0)
         save_now = step == num_steps or step % config.train.checkpoint_every == 0 or stop
         if not (log_now or val_now or save_now):
           continue
@@ -550,12 +554,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   finally:
     checkpoints.close()
     writer.flush()
-  if stop == multihost.INPUT_FAILED:
-    saved = f"progress saved in {checkpoint_dir}/{step}" if step > start_step else "nothing new to save"
-    reason = (f"{type(upcoming.error).__name__}: {upcoming.error}".splitlines()[0]
-              if upcoming.error is not None else "another process could not read its input (see its message)")
-    raise VidtxError(f"training input failed after step {step} ({reason}); {saved}")
-  if stop:
+  if stop == multihost.INPUT_FAILED and step < num_steps:  # (batches read past the end: no matter)
+    saved = (f"progress saved in {checkpoint_dir}/{step}" if step > start_step else
+             f"{checkpoint_dir}/{start_step} is kept" if start_step else "nothing trained yet")
+    reason = (integrity.describe_read_error(upcoming.error, split_shards(config.data.train_split))
+              if upcoming.error is not None else "another process could not read its input")
+    raise VidtxError(f"training input failed after step {step}: {reason}; {saved}")
+  if stop and step < num_steps:
     name, exit_code = multihost.StopSignals.describe(stop)
     where = (f"checkpoint saved in {checkpoint_dir}/{step}" if step > start_step
              else "nothing new to save")

@@ -81,8 +81,16 @@ def load_pdparams(path: str) -> dict[str, np.ndarray]:
   state = dict(state)
   for key in _SKIP_KEYS:
     state.pop(key, None)
-  for name, info in state.pop(_BIG_PARAM_INFO, {}).items():
-    state[name] = np.concatenate([state.pop(s) for s in info["slices"]]).reshape(info["OriginShape"])
+  big = state.pop(_BIG_PARAM_INFO, {})
+  if not isinstance(big, dict):
+    raise VidtxError(f"{path}: {_BIG_PARAM_INFO} is a {type(big).__name__}, expected a dict "
+                     "(the file is damaged or not a Paddle checkpoint)")
+  for name, info in big.items():
+    try:
+      state[name] = np.concatenate([state.pop(s) for s in info["slices"]]).reshape(info["OriginShape"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+      raise VidtxError(f"{path}: the {_BIG_PARAM_INFO} entry of {name!r} is malformed "
+                       f"({type(e).__name__}: {e}); the file is damaged or not a Paddle checkpoint") from None
   arrays = {}
   for name, value in state.items():
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):

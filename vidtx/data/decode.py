@@ -12,8 +12,10 @@ Used by `vidtx.data.prepare` and predict.py.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
+import stat
 import sys
 import time
 
@@ -73,11 +75,24 @@ def _stream_rate(stream) -> float | None:
 
 
 def _check_file(path: str) -> None:
-  if not os.path.exists(path):
-    raise VideoError(path, "no such file")
-  if os.path.isdir(path):
+  try:
+    status = os.stat(path)
+  except FileNotFoundError:
+    if os.path.islink(path):
+      raise VideoError(path, f"a broken symbolic link (to {os.readlink(path)})") from None
+    raise VideoError(path, "no such file") from None
+  except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise VideoError(path, "a symbolic link loop (it leads back to itself)") from None
+    raise VideoError(path, f"cannot be read ({e.strerror})") from None
+  mode = status.st_mode
+  if stat.S_ISDIR(mode):
     raise VideoError(path, "is a directory, not a video file")
-  if os.path.getsize(path) == 0:
+  if not stat.S_ISREG(mode):
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device")
+    raise VideoError(path, f"is {kind}, not a video file")
+  if status.st_size == 0:
     raise VideoError(path, "empty file (0 bytes)")
 
 

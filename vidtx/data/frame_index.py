@@ -98,16 +98,46 @@ def write(shard: str) -> str:
   return path
 
 
-def load(shard: str) -> dict[str, np.ndarray] | None:
-  """The index of `shard`, or None where it has none. A stale index is an error."""
+def _read(shard: str, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+  """Entries `keys` (default all) of the index of `shard`; a file that is not one is a
+  VidtxError naming it."""
   path = index_path(shard)
-  if not os.path.exists(path):
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      return {key: f[key] for key in (keys or f.files)}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    reason = (str(e).splitlines() or [""])[0][:120]
+    raise VidtxError(f"{path} is not a frame index ({type(e).__name__}: {reason}); rebuild it with "
+                     f"python -m vidtx.data.frame_index {os.path.dirname(shard) or '.'}") from None
+
+
+def check_size(shard: str, indexed_bytes: int) -> None:
+  """A VidtxError unless `shard` is still the size it had when indexed (else it was cut short,
+  or replaced)."""
+  size = os.path.getsize(shard)
+  if size < indexed_bytes:
+    raise VidtxError(f"shard {shard} is truncated ({size} bytes, {indexed_bytes} when prepared); "
+                     "restore it or prepare the dataset again")
+  if size != indexed_bytes:
+    raise VidtxError(f"the frame index of shard {shard} does not match it ({size} bytes, "
+                     f"{indexed_bytes} when indexed): restore the shard, or if it was rewritten on "
+                     f"purpose rebuild the index with python -m vidtx.data.frame_index "
+                     f"{os.path.dirname(shard) or '.'}")
+
+
+def indexed_size(shard: str) -> int | None:
+  """The size `shard` had when indexed (reads only that entry), or None where it has no index."""
+  if not os.path.exists(index_path(shard)):
     return None
-  with np.load(path) as f:
-    index = {key: f[key] for key in f.files}
-  if int(index["shard_bytes"]) != os.path.getsize(shard):
-    raise VidtxError(f"{path} does not match {shard} (the shard was rewritten); rebuild it with "
-                     f"python -m vidtx.data.frame_index {os.path.dirname(shard) or '.'}")
+  return int(_read(shard, ["shard_bytes"])["shard_bytes"])
+
+
+def load(shard: str) -> dict[str, np.ndarray] | None:
+  """The index of `shard`, or None where it has none. A stale or unreadable index is an error."""
+  if not os.path.exists(index_path(shard)):
+    return None
+  index = _read(shard)
+  check_size(shard, int(index["shard_bytes"]))
   return index
 
 

@@ -31,6 +31,10 @@ def describe(data_dir: str) -> str:
   info = data_format.read_prepare_info(data_dir)
   names = data_format.read_label_map(data_dir)
   lines = [os.path.abspath(data_dir)]
+  found = problems(data_dir, builder)
+  lines.append("  complete      " + ("yes: every shard present and of its prepared size, the label "
+                                     "records agree" if not found else "NO: " + found[0]))
+  lines += [f"                NO: {problem}" for problem in found[1:]]
   if info:
     fps = info.get("fps")
     lines += [
@@ -71,10 +75,27 @@ def describe(data_dir: str) -> str:
   return "\n".join(lines)
 
 
+def problems(data_dir: str, builder) -> list[str]:
+  """What keeps `data_dir` from being whole (vidtx.data.integrity): one line per check failed."""
+  from vidtx.data import integrity  # pylint: disable=g-import-not-at-top
+
+  found = []
+  for check in (lambda: integrity.label_names(data_dir),
+                lambda: integrity.check_splits(builder, sorted(builder.info.splits))):
+    try:
+      check()
+    except VidtxError as e:
+      found.append(str(e))
+  return found
+
+
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
     raise VidtxError("give one prepared dataset directory: python -m vidtx.data.info DATASET_DIR")
-  messages.say(describe(argv[1]))
+  text = describe(argv[1])
+  messages.say(text)
+  if "  complete      NO: " in text:
+    raise VidtxError(f"{argv[1]} is not complete (see above)")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
-import zipfile
 from collections.abc import Sequence
 
-import numpy as np
-
 from vidtx.data import LABEL_MAP_FILE
+from vidtx.data import frame_index as frame_index_lib
 from vidtx.errors import VidtxError
 
 TFDS_LABELS_FILE = "label.labels.txt"  # written by TFDS for the ClassLabel feature `label`
@@ -66,22 +65,6 @@ def label_names(data_dir: str) -> list[str]:
   return names
 
 
-def _index_path(shard: str) -> str:
-  from vidtx.data import frame_index  # pylint: disable=g-import-not-at-top  (TensorFlow)
-  return frame_index.index_path(shard)
-
-
-def _indexed_size(index: str) -> int:
-  """The shard size recorded in a frame index file, reading only that entry."""
-  try:
-    with np.load(index, allow_pickle=False) as f:
-      return int(f["shard_bytes"])
-  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-    raise VidtxError(f"{index} is not a frame index ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                     f"rebuild it with python -m vidtx.data.frame_index "
-                     f"{os.path.dirname(os.path.dirname(index))}") from None
-
-
 def check_splits(builder, splits: Sequence[str], *, frame_index: bool = True) -> None:
   """Raises one line naming the first shard of `splits` that is missing, not a file, or not the
   size it was prepared with (frame index, where there is one; else the split's recorded bytes)."""
@@ -101,18 +84,60 @@ def check_splits(builder, splits: Sequence[str], *, frame_index: bool = True) ->
                          "present); restore it or prepare the dataset again") from None
       if not stat.S_ISREG(mode):
         raise VidtxError(f"shard {path} of split {split!r} is not a regular file")
-      size = os.path.getsize(path)
-      total += size
-      index = _index_path(path)
-      if frame_index and os.path.exists(index):
-        expected = _indexed_size(index)
-        if size != expected:
-          change = "truncated" if size < expected else "longer than when prepared"
-          raise VidtxError(f"shard {path} of split {split!r} is {change} ({size} bytes, {expected} "
-                           "when prepared); restore it or prepare the dataset again")
+      total += os.path.getsize(path)
+      indexed = frame_index_lib.indexed_size(path) if frame_index else None
+      if indexed is not None:
+        frame_index_lib.check_size(path, indexed)
     recorded = int(info.num_bytes or 0)
     # prepare records file bytes; TFDS, when it counts itself, the records without their framing
     if recorded and recorded not in (total, total - TFRECORD_FRAMING * int(info.num_examples)):
       raise VidtxError(f"the shards of split {split!r} in {builder.data_dir} hold {total} bytes, "
                        f"{recorded} when prepared: one is truncated or was replaced; restore it or "
                        "prepare the dataset again")
+
+
+def _record_starts(path: str):
+  """Byte offsets where the records of a TFRecord file start (reads only their length fields)."""
+  size, offset = os.path.getsize(path), 0
+  with open(path, "rb") as f:
+    while offset + TFRECORD_FRAMING <= size:
+      yield offset
+      f.seek(offset)
+      header = f.read(8)
+      if len(header) < 8:
+        return
+      offset += TFRECORD_FRAMING + int.from_bytes(header, "little")
+
+
+def locate_corrupted_record(paths: Sequence[str], offset: int) -> str | None:
+  """'shard <path>, record <r>' for TFRecord's "corrupted record at <offset>", which names no
+  file: the shard among `paths` with a record there whose checksum fails."""
+  from tensorflow.python.lib.io import _pywrap_record_io  # pylint: disable=g-import-not-at-top
+
+  for path in paths:
+    for number, start in enumerate(_record_starts(path)):
+      if start > offset:
+        break
+      if start == offset:
+        try:
+          _pywrap_record_io.RandomRecordReader(path).read(offset)
+        except Exception:  # pylint: disable=broad-except  (its checksum fails: this is the one)
+          return f"shard {path}, record {number}"
+  return None
+
+
+def describe_read_error(error: BaseException, paths: Sequence[str] = ()) -> str:
+  """One line for an error raised while reading a split (`paths`: its shards): what the reader
+  said (a VidtxError raised inside tf.data keeps its text), with the shard and record."""
+  text = str(error)
+  found = re.search(r"VidtxError: (.*)", text)
+  if found:
+    return found.group(1).strip()
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  line = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", lines[0] if lines else "")
+  line = re.sub(r"\s*\[Op:\w+\].*$", "", line)
+  found = re.search(r"corrupted record at (\d+)", line)
+  where = locate_corrupted_record(paths, int(found.group(1))) if found and paths else None
+  if where:
+    return f"{where} is corrupted (its checksum fails); restore the shard or prepare the dataset again"
+  return f"{type(error).__name__}: {line}"

@@ -191,7 +191,13 @@ class IndexedFrames:
     index = self.indexes[file]
     rows = index["frames"][index["starts"][record] + indices]
     fd = self._fd(int(file))
-    return np.array([os.pread(fd, int(length), int(offset)) for offset, length in rows], object)
+    jpegs = [os.pread(fd, int(length), int(offset)) for offset, length in rows]
+    for frame, jpeg in zip(indices, jpegs):
+      # A JPEG starts with SOI and ends with EOI: bytes overwritten across a frame break one.
+      if jpeg[:2] != b"\xff\xd8" or jpeg[-2:] != b"\xff\xd9":
+        raise VidtxError(f"shard {self.paths[file]}, record {record}: frame {frame} is damaged "
+                         "(not a JPEG); restore the shard or prepare the dataset again")
+    return np.array(jpegs, object)
 
   def _fd(self, file: int) -> int:
     with self._lock:

@@ -56,8 +56,9 @@ def _stem(path: str) -> str:
 
 def _add(entries: list, failures: list, split: str, path: str, label: int, video_id: str,
          videos_dir: str) -> None:
-  """An entry for `path` where it exists, else a 'not found' failure."""
-  if os.path.exists(path):
+  """An entry for `path` where it exists (even as a broken link: decoding says why), else a
+  'not found' failure."""
+  if os.path.lexists(path):
     entries.append(VideoEntry(path, label, video_id))
   else:
     failures.append(Failure(split, video_id, path, f"not found under {videos_dir}"))

@@ -8,6 +8,7 @@ One chain of runs checks several properties, to keep the suite short:
 """
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -216,10 +217,8 @@ def test_the_tpu_pod_launcher_prints_its_command_in_a_dry_run():
        "gs://bucket/runs/tsf", "--config.train.batch_size=64"], cwd=REPO, capture_output=True,
       text=True, timeout=60, env=dict(os.environ, DRY_RUN="1"))
   assert result.returncode == 0, result.stderr
-  words = result.stdout.split()
-  assert words[:9] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone",
-                       "us-central2-b", "--worker=all"]
-  remote = subprocess.run(["bash", "-c", f"printf '%s' {words[10]}"], capture_output=True,
-                          text=True).stdout
-  assert remote == ("cd ~/vidtx && python train.py --distributed --config configs/timesformer_k400.py "
+  words = shlex.split(result.stdout)  # as the shell would run it
+  assert words[:10] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu", "--zone",
+                        "us-central2-b", "--worker=all", "--command"]
+  assert words[10] == ("cd ~/vidtx && python train.py --distributed --config configs/timesformer_k400.py "
                     "--workdir gs://bucket/runs/tsf --config.train.batch_size=64")

@@ -35,7 +35,7 @@ DEFAULT_RULES = (
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
   """Sizes of (data, fsdp, tensor); one of them may be -1 (all remaining devices)."""
-  sizes = [int(mesh_config.get(axis, 1)) for axis in MESH_AXES]
+  sizes = [int(mesh_config[axis]) for axis in MESH_AXES]
   if sizes.count(-1) > 1:
     raise VidtxError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   known = math.prod(s for s in sizes if s != -1)

@@ -102,7 +102,7 @@ def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: b
 # ----------------------------------------------------------------------------- train step
 def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float):
   """Mixup / cutmix / VideoMix on the accelerator (config.train.mix.kind); soft targets [B, K]."""
-  kind = mix_config.get("kind", "none")
+  kind = mix_config.kind
   if kind == "none":
     return video, losses.smoothed_targets(labels, num_classes, smoothing)
   if kind == "mixup":
@@ -126,13 +126,13 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   (config.distill); its variables are the step's last argument.
   """
   data, num_classes = config.data, config.model.num_classes
-  smoothing = float(config.train.get("label_smoothing", 0.0))
-  mix = config.train.get("mix", ml_collections.ConfigDict({"kind": "none"}))
+  smoothing = float(config.train.label_smoothing)
+  mix = config.train.mix
   micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
-  jitter = {k: float(v) for k, v in (config.train.get("color_jitter") or {}).items()}
+  jitter = {k: float(v) for k, v in config.train.color_jitter.items()}
   if teacher is not None:
     weight = float(config.distill.weight)
-    temperature = float(config.distill.get("temperature", 1.0))
+    temperature = float(config.distill.temperature)
 
   def micro_step(state: TrainState, batch_stats, micro, rng, teacher_variables):
     video = micro["video"]

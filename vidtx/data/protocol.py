@@ -8,8 +8,8 @@ A protocol is four named pure functions that `config.data` chooses, plus the ave
   resize   (`test_resize`)   the frame size before cropping, from the source frame size
   crops    (`test_crop`)     where the square crops lie in the resized frame
 
-Eval, validation and predict build views with `plan` (indices, resized size, crop
-boxes) and `vidtx.data.views`, so they cannot diverge. Each seed's config names the
+Eval, validation and predict build views with `frame_indices` and `crop_plan` (`plan`:
+both) and `vidtx.data.views`, so they cannot diverge. Each seed's config names the
 functions that reproduce its seed's test pipeline frame for frame (docs/protocols.md has
 the parity table); vidtx's own defaults are `whole`, `vidtx`, `round`, `vidtx`.
 

@@ -158,9 +158,10 @@ class IndexedFrames:
     self.num_frames = tf.constant(np.concatenate([np.diff(i["starts"]) for i in indexes]), tf.int32)
     self.fps = tf.constant(np.concatenate([i["fps"] for i in indexes]), tf.float32)
     self.label = tf.constant(np.concatenate([i["label"] for i in indexes]), tf.int32)
-    self.source = tf.constant(np.concatenate(
-        [i["source"] if "source" in i else np.full(len(i["label"]), b"") for i in indexes]),
-        tf.string)
+    # Source facts (JSON, with every frame's timestamp): a Python list, looked up only where
+    # a pipeline uses them (eval), so training holds no tensor of them.
+    self.sources = [bytes(x) for i in indexes
+                    for x in (i["source"] if "source" in i else [b""] * len(i["label"]))]
     self._files = {}
     self._lock = threading.Lock()
 
@@ -184,7 +185,8 @@ class IndexedFrames:
 
     return Video(length=tf.gather(self.num_frames, number), fps=tf.gather(self.fps, number),
                  label=tf.gather(self.label, number), frames=frames,
-                 source=tf.gather(self.source, number))
+                 source=tf.numpy_function(lambda n: self.sources[n], [number], tf.string,
+                                          stateful=False))
 
   def read(self, file, record, indices) -> np.ndarray:
     """The JPEG bytes of frames `indices` of record `record` of file `file`."""

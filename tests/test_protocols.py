@@ -210,8 +210,10 @@ def write_video(path, *, num_frames, rate, width, height, sar=None):
       container.mux(packet)
 
 
-@pytest.mark.parametrize("spec", ["tokshift_ucf101:smoke=True", "pptsm_k400:sampling=dense,smoke=True"])
-def test_predict_and_eval_build_identical_views(tmp_path, spec):
+@pytest.mark.parametrize("spec,sampled_frames", [("tokshift_ucf101:smoke=True", True),
+                                                  ("tokshift_ucf101:smoke=True", False),
+                                                  ("pptsm_k400:sampling=dense,smoke=True", True)])
+def test_predict_and_eval_build_identical_views(tmp_path, spec, sampled_frames):
   import fractions
   import importlib
 
@@ -228,6 +230,7 @@ def test_predict_and_eval_build_identical_views(tmp_path, spec):
   config = importlib.import_module(f"configs.{module}").get_config(arg)
   data = config.data
   data.dir = out
+  data.read_sampled_frames = sampled_frames  # the frame index, or whole records
   clips, crops = data.test_clips, data.test_crops
   batch = next(pipeline.make_eval_dataset(data, split="test", batch_size=1, num_clips=clips,
                                           num_crops=crops).as_numpy_iterator())

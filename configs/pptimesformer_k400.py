@@ -39,7 +39,6 @@ def get_config(arg=None):
   c.data = common.data_config(
       name="kinetics400", dir=os.path.join(common.data_root(), "k400"),
       num_frames=args.frames, sampling="linspace", frame_interval=32, target_fps=30.0,
-      test_window_placement="linspace",  # one test window, starting at frame 0 (PaddleVideo)
       image_size=224, train_aug="scale_jitter", scale_jitter=(256, 320),
       eval_short_side=224, test_clips=1, test_crops=3,
       test_window="pyav_test", test_window_seconds=32 * args.frames / 30, test_sampler="paddle_linspace",

@@ -7,8 +7,8 @@ Multi-host code run anywhere; the tests use it too. Each process runs `SCRIPT --
 ARGS...` with JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID set (vidtx.multihost
 reads them). SIGTERM and SIGINT are passed to every process (they agree on a step, save there
 and exit). The exit status is the first non-zero status of any process (0 if all succeed);
-when one fails, the others get VIDTX_HEARTBEAT_TIMEOUT_S (default 60) + 30 seconds to notice
-and stop, then are killed. Output lines of process i > 0 start with "[process i] ".
+when one fails, the others get VIDTX_LAUNCH_GRACE_S seconds (default VIDTX_HEARTBEAT_TIMEOUT_S,
+60, + 30) to notice and stop, then are killed. Output lines of process i > 0 start with "[process i] ".
 """
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def main(argv: list[str]) -> int:
   signal.signal(signal.SIGTERM, forward)
   signal.signal(signal.SIGINT, forward)
 
-  grace = int(os.environ.get("VIDTX_HEARTBEAT_TIMEOUT_S", HEARTBEAT_TIMEOUT_S)) + 30
+  grace = int(os.environ.get("VIDTX_LAUNCH_GRACE_S", 0)) or (
+      int(os.environ.get("VIDTX_HEARTBEAT_TIMEOUT_S", HEARTBEAT_TIMEOUT_S)) + 30)
   status, deadline, reported = 0, None, set()
   while any(p.poll() is None for p in procs):
     for i, proc in enumerate(procs):

@@ -5,6 +5,7 @@ One chain of runs checks several properties, to keep the suite short:
   2 processes x 4 devices, SIGTERM to the launcher  -> all stop at one step, save, exit 0
   1 process x 4 devices resumes it, then 1 x 1      -> the same losses as one 1 x 8 run
   eval.py on 2 x 4 devices                          -> the JSON of one process
+The SLURM launcher runs under a stub srun, where one task is killed: the other stops by itself.
 """
 import json
 import os
@@ -132,20 +133,19 @@ def test_two_processes_stop_together_resume_on_one_and_match_one(smoke_data_dir,
       assert two[key] == one[key], key
 
 
-def test_a_dead_peer_ends_the_job_naming_it(smoke_data_dir, tmp_path):
-  workdir = str(tmp_path / "w")
-  run = launch(2, 4, "train.py", *flags(smoke_data_dir, workdir, 1000),
-               env={"VIDTX_HEARTBEAT_TIMEOUT_S": "10"})
-  wait_for_checkpoint_after(workdir, 0, run)
-  os.kill(child_with_process_id(run.pid, 1), signal.SIGKILL)
-  killed = time.time()
-  out, err = run.communicate(timeout=300)
-  assert run.returncode != 0 and time.time() - killed < 120
-  assert "local.sh: process 1 ended with signal SIGKILL" in err
-  # Process 0 noticed by itself (the launcher did not have to kill it), naming the lost one.
-  assert "killing the processes still running" not in err
-  assert "The following tasks are unhealthy (stopped sending heartbeats):\n1\n" in err
-  assert steps_saved(workdir)  # the last checkpoint is kept
+def test_the_local_launcher_passes_on_the_first_failure(tmp_path):
+  script = tmp_path / "task.py"
+  script.write_text("import os, sys, time\n"
+                    "if os.environ['JAX_PROCESS_ID'] == '1':\n"
+                    "  print('failing', flush=True); sys.exit(3)\n"
+                    "time.sleep(600)\n")
+  started = time.time()
+  run = launch(2, 1, str(script), env={"VIDTX_LAUNCH_GRACE_S": "1"})
+  out, err = run.communicate(timeout=120)
+  assert run.returncode == 3 and time.time() - started < 60
+  assert "[process 1] failing" in out
+  assert "local.sh: process 1 ended with status 3; the others get 1s to stop" in err
+  assert "local.sh: killing the processes still running 1s after the first failure" in err
 
 
 def test_each_process_reads_its_own_streams_and_together_the_one_process_batches(tmp_path,
@@ -193,7 +193,7 @@ exit $status
 """
 
 
-def test_the_slurm_launcher_runs_under_srun(smoke_data_dir, tmp_path):
+def test_the_slurm_launcher_runs_under_srun_and_a_dead_task_ends_the_job(smoke_data_dir, tmp_path):
   stub = tmp_path / "bin" / "srun"
   stub.parent.mkdir()
   stub.write_text(STUB_SRUN)
@@ -201,14 +201,26 @@ def test_the_slurm_launcher_runs_under_srun(smoke_data_dir, tmp_path):
   workdir = str(tmp_path / "w")
   env = dict(os.environ, SLURM_SUBMIT_DIR=REPO, STUB_NTASKS="2", JAX_PLATFORMS="cpu",
              PATH=f"{stub.parent}:{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  result = subprocess.run(
+             XLA_FLAGS="--xla_force_host_platform_device_count=4", VIDTX_HEARTBEAT_TIMEOUT_S="10")
+  job = subprocess.Popen(
       ["bash", "launch/slurm_gpu.sh", "configs/demo.py:smoke=True", workdir,
-       f"--config.data.dir={smoke_data_dir}", "--config.train.num_steps=2",
-       "--config.train.val_every=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr
-  assert "devices: 8 x cpu in 2 process(es)" in result.stdout
-  assert steps_saved(workdir) == [2]
+       f"--config.data.dir={smoke_data_dir}", "--config.train.num_steps=1000",
+       "--config.train.checkpoint_every=2", "--config.train.val_every=0"],
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  wait_for_checkpoint_after(workdir, 0, job)
+  # One task dies (SIGKILL); nothing outside the job helps: the other must notice and stop.
+  tasks = subprocess.run(["pgrep", "-f", "--", f"--workdir {workdir}"], capture_output=True,
+                         text=True).stdout.split()
+  task_1 = [int(pid) for pid in tasks if b"SLURM_PROCID=1" in
+            open(f"/proc/{pid}/environ", "rb").read().split(b"\0") and
+            b"python" in open(f"/proc/{pid}/cmdline", "rb").read()]
+  os.kill(task_1[0], signal.SIGKILL)
+  killed = time.time()
+  out, err = job.communicate(timeout=300)
+  assert job.returncode != 0 and time.time() - killed < 120
+  assert "devices: 8 x cpu in 2 process(es)" in out
+  assert "The following tasks are unhealthy (stopped sending heartbeats):\n1\n" in err
+  assert steps_saved(workdir)  # the last checkpoint is kept
 
 
 def test_the_tpu_pod_launcher_prints_its_command_in_a_dry_run():

@@ -283,10 +283,11 @@ for step in (1, 2, 3):
 # ----------------------------------------------------------------------------- a full disk
 @pytest.fixture
 def small_disk(tmp_path):
-  """A 3 MiB file system (tmpfs) for the workdir, made bigger by `grow()`; skipped unless root."""
+  """A 2 MiB file system (tmpfs) for the workdir (two smoke checkpoints), made bigger by `grow()`;
+  skipped unless root."""
   mount = tmp_path / "disk"
   mount.mkdir()
-  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
                     capture_output=True).returncode:
     pytest.skip("cannot mount a tmpfs here (needs root)")
 
@@ -300,7 +301,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_stops_with_one_line_and_resumes_once_freed(smoke_data_dir, small_disk, capfd):
   mount, grow = small_disk
   workdir = os.path.join(mount, "w")
-  config = smoke_config(smoke_data_dir, num_steps=40, checkpoint_every=2, keep_checkpoints=40,
+  config = smoke_config(smoke_data_dir, num_steps=12, checkpoint_every=2, keep_checkpoints=40,
                         val_every=0, log_every=2)
   with pytest.raises(VidtxError) as failure:
     trainer.train_and_evaluate(config, workdir)
@@ -316,7 +317,7 @@ def test_a_full_disk_stops_with_one_line_and_resumes_once_freed(smoke_data_dir, 
   assert "Traceback" not in capfd.readouterr().err
   grow()
   trainer.train_and_evaluate(config, workdir)
-  assert max(ocp.utils.checkpoint_steps(checkpoints)) == 40
+  assert max(ocp.utils.checkpoint_steps(checkpoints)) == 12
 
 
 def test_forget_metrics_after(tmp_path):

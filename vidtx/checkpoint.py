@@ -81,7 +81,7 @@ def _json_ready(meta: dict) -> dict:
 
 def _first_line(error: BaseException) -> str:
   lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+  return f"{type(error).__name__}: {lines[0] if lines else ''}"[:160]
 
 
 def _no_space(error: BaseException) -> bool:
@@ -324,6 +324,9 @@ def resolve(path: str) -> tuple[str, int]:
   return candidates(path)[0]
 
 
+_WARNED: set[str] = set()  # damaged checkpoints already named to the user
+
+
 def _restore_first(path: str, items: dict):
   """Restores `items` from the first of `candidates(path)` that restores; warns about the others."""
   errors = []
@@ -335,8 +338,10 @@ def _restore_first(path: str, items: dict):
       errors.append(f"{directory}/{step}: {_first_line(e)}")
       continue
     for error in errors:
-      messages.warn(f"checkpoint {error.split(': ')[0]} is damaged ({error.split(': ', 1)[1]}); "
-                    f"using {directory}/{step}")
+      where, reason = error.split(": ", 1)
+      if where not in _WARNED:  # once, though meta and variables are read in turn
+        _WARNED.add(where)
+        messages.warn(f"checkpoint {where} is damaged ({reason}); using {directory}/{step}")
     return restored
   raise VidtxError(f"no checkpoint at {path} restores ({errors[0]})")
 

@@ -74,3 +74,12 @@ def write_dataset(data_dir: str, videos: Mapping[str, Sequence[int]], *, num_sha
     for shard in index_lib.shard_files(data_dir):
       index_lib.write(shard)
   return data_dir
+
+
+def smoke_config(data_dir: str, **train):
+  """The demo's smoke config on the prepared dataset `data_dir`, with `config.train` overrides."""
+  from configs import demo  # pylint: disable=g-import-not-at-top
+  config = demo.get_config("smoke=True")
+  config.data.dir = data_dir
+  config.train.update(train)
+  return config

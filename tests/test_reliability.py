@@ -18,19 +18,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from configs import demo
+import data_fixtures
 from vidtx import checkpoint as ckpt
 from vidtx import evaluate, models, multihost, sharding, trainer
 from vidtx.errors import VidtxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+smoke_config = data_fixtures.smoke_config
 
-
-def smoke_config(data_dir, **train):
-  config = demo.get_config("smoke=True")
-  config.data.dir = data_dir
-  config.train.update(train)
-  return config
 
 
 def run_cli(*args, timeout=300):

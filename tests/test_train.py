@@ -15,19 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import demo
+import data_fixtures
 from vidtx import evaluate, flops, losses, models, optim, sharding, trainer
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+smoke_config = data_fixtures.smoke_config
 
-
-def smoke_config(data_dir, **train):
-  config = demo.get_config("smoke=True")
-  config.data.dir = data_dir
-  config.train.update(train)
-  return config
 
 
 @pytest.fixture(scope="session")

@@ -105,6 +105,28 @@ def _purge_deleted(directory, *, idle: bool = False) -> None:
       shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_partial_saves(directory: str, *, settle_s: float = 0.5, limit_s: float = 30.0) -> None:
+  """Removes <directory>/*.orbax-checkpoint-tmp until none has come back for `settle_s`.
+
+  After one item of an asynchronous save fails, orbax stops waiting while the writes of its other
+  items may still be landing, and they can recreate a directory removed once.
+  """
+  deadline = time.monotonic() + limit_s
+  clean_since = None
+  while time.monotonic() < deadline:
+    partial = ([entry for entry in os.listdir(directory) if ".orbax-checkpoint-tmp" in entry]
+               if os.path.isdir(directory) else [])
+    for entry in partial:
+      shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+    if partial:
+      clean_since = None
+    elif clean_since is None:
+      clean_since = time.monotonic()
+    elif time.monotonic() - clean_since >= settle_s:
+      return
+    time.sleep(0.05)
+
+
 def _all_processes(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
@@ -187,10 +209,8 @@ class Checkpoints:
     finalized = set(ocp.utils.checkpoint_steps(directory))
     previous = self._saving.get(directory)
     step = previous if previous is not None and previous not in finalized else step
-    if jax.process_index() == 0 and os.path.isdir(directory):
-      for entry in os.listdir(directory):
-        if ".orbax-checkpoint-tmp" in entry:  # this run's partial saves (a new run removes any)
-          shutil.rmtree(os.path.join(directory, entry), ignore_errors=True)
+    if jax.process_index() == 0:
+      _remove_partial_saves(directory)
     good = ocp.utils.checkpoint_steps(self.latest.directory)
     last = (f"{self.latest.directory}/{max(good)}" if good else "none")
     if _no_space(error):

@@ -1,6 +1,8 @@
 """vidtx: video transformers (and TSM) in JAX/Flax, on GPUs and TPU pods."""
 import setuptools
 
+EXPORT = ["jax2onnx>=0.17", "onnx>=1.17", "onnxruntime>=1.20"]
+
 setuptools.setup(
     name="vidtx",
     version="0.1.0",
@@ -28,6 +30,11 @@ setuptools.setup(
         "tensorboard>=2.16",  # clu.metric_writers needs it
         "av>=12",
         "pebble>=5.1",  # data preparation's worker pool (a dead worker fails only its own task)
+        "matplotlib>=3.8",  # confusion matrices, clip strips and attention overlays
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # Serving formats beyond StableHLO (jax.export) and the SavedModel (TensorFlow, above).
+        "export": EXPORT,
+        "test": ["pytest>=8"] + EXPORT,
+    },
 )

@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
       # What each block keeps for the backward pass: none (everything), full, dots_saveable,
       # dots_with_no_batch_dims_saveable (vidtx.models.vit.REMAT_POLICIES): memory for compute.
       remat="none",
+      # Identical blocks run as one scanned block (compiled once: faster compiles on deep
+      # models); the parameters and checkpoints are the same as unscanned (vidtx.models.vit).
+      scan_blocks=False,
       log_every=50,
       val_every=500,            # steps; 0 = only at the end
       checkpoint_every=500,
@@ -58,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
       input_streams=2,
       precise_bn_batches=0,     # > 0: PaddleVideo's precise BN over this many batches before validating
       peak_flops_per_device=0.0,  # for MFU; 0: from the device kind (vidtx.flops.PEAK_BF16_FLOPS)
+      # > 0: a jax.profiler trace of this many steps after warm-up, in <workdir>/profile
+      # (TensorBoard's profile plugin reads it).
+      profile_steps=0,
       mix=ml_collections.ConfigDict(dict(kind="none", mixup_alpha=0.2, cutmix_alpha=1.0, cutmix_prob=0.5)),
       # On the accelerator (dm-pix), one draw per clip; each applied with probability `prob`.
       color_jitter=ml_collections.ConfigDict(dict(brightness=0.0, contrast=0.0, saturation=0.0,
@@ -70,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
       warmup_init_lr=0.0, end_lr=0.0,
       milestones_epochs=None, milestones_steps=None, gamma=0.1,
       clip_grad_norm=_unset(float),
+      # Optimizer moments (momentum; Adam's first moment) in bfloat16 halve their memory;
+      # float32 is the seeds' recipe.
+      moments_dtype="float32",
       no_decay=[], no_decay_1d=False, lr_mults=[],
       weight_decay_end=_unset(float),  # set: weight decay follows a cosine to it over the run
       layer_decay=1.0,  # < 1: layer-wise LR decay, decay ** (blocks + 1 - depth) (vidtx.optim)

@@ -52,8 +52,8 @@ fi
 python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers best --time_budget_s $budget_zoo \
   --only "TimeSformer-B 8x224,Swin-B,TokShift,ViViT,PP-TSM R50,Swin-T,Swin-S,PP-TimeSformer,space-only,R101" \
   --output "$out/zoo.json" --markdown "$out/zoo.md"
-# 2. TimeSformer-B and Swin-B with the levers off, and with remat (memory for compute).
-python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers off,remat --time_budget_s $budget_off \
+# 2. TimeSformer-B and Swin-B with the levers off, lean (scanned blocks, bf16 moments) and remat.
+python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers off,lean,remat --time_budget_s $budget_off \
   --only "TimeSformer-B 8x224,Swin-B" --output "$out/zoo_off.json" --markdown "$out/zoo_off.md"
 # 3. PyTorch peers at the same per-device batch (8) and input.
 if python3 -c "import torch, torchvision" 2>/dev/null; then

@@ -12,11 +12,12 @@ where the peak is unknown), peak_memory_bytes (device.memory_stats(), where the 
 it), the compiled memory analysis (arguments / outputs / temporaries, every backend), device
 kind and count, dtype, batch and the levers used.
 
-Levers are config overrides (`--levers off,best,remat`: the sets in LEVERS); a lever whose key
+Levers are config overrides (`--levers off,best,remat,lean`: the sets in LEVERS); a lever whose key
 a config lacks is left out of that run, and the run records what it used.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
@@ -52,6 +53,9 @@ LEVERS = {
     "best": {"model.attention_impl": "cudnn", "train.remat": "none"},
     # Memory for compute: what a bigger batch costs in recomputation (with --search_batch).
     "remat": {"model.attention_impl": "cudnn", "train.remat": "dots_saveable"},
+    # Shorter compiles (one scanned block) and half the first-moment memory (bf16).
+    "lean": {"model.attention_impl": "cudnn", "train.remat": "none", "train.scan_blocks": True,
+             "optim.moments_dtype": "bfloat16"},
 }
 GPU_ONLY_LEVERS = {"model.attention_impl": "cudnn"}  # values that need a GPU backend
 
@@ -64,6 +68,11 @@ def load_config(module: str, arg: str = "") -> ml_collections.ConfigDict:
     raise VidtxError(f"no config configs/{module}.py") from None
 
 
+def _scans_blocks(model_name: str) -> bool:
+  from vidtx import models  # pylint: disable=g-import-not-at-top
+  return any(f.name == "scan_blocks" for f in dataclasses.fields(models.model_class(model_name)))
+
+
 def apply_levers(config, levers: dict) -> dict:
   """Sets the lever overrides the config has (in place); returns the ones applied."""
   applied = {}
@@ -73,6 +82,8 @@ def apply_levers(config, levers: dict) -> dict:
     if section not in config or key not in config[section]:
       continue
     if not on_gpu and GPU_ONLY_LEVERS.get(dotted) == value:
+      continue
+    if dotted == "train.scan_blocks" and not _scans_blocks(config.model.name):
       continue
     config[section][key] = value
     applied[dotted] = value
@@ -349,7 +360,7 @@ def main() -> None:
   flags.DEFINE_bool("search_batch", False, "With --zoo: double the per-device batch until memory runs out.")
   flags.DEFINE_string("only", "", "With --zoo: comma-separated pieces of model labels to run.")
   flags.DEFINE_string("levers", "as_configured",
-                      "Comma-separated lever sets to run (off, best, remat: see LEVERS), or as_configured.")
+                      "Comma-separated lever sets to run (off, best, remat, lean: see LEVERS), or as_configured.")
   flags.DEFINE_float("time_budget_s", 0.0, "With --zoo: start no new run after this many seconds.")
   flags.DEFINE_string("output", "", "JSON file for the results.")
   flags.DEFINE_string("markdown", "", "Markdown table of the results.")

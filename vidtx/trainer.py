@@ -62,7 +62,7 @@ def batch_plan(global_batch: int, num_devices: int, process_count: int,
 # ----------------------------------------------------------------------------- model and state
 def model_and_optimizer(config, num_steps: int, per_epoch: int, rng):
   """(model, schedule, tx, abstract params) of an experiment config: what a train step needs."""
-  model = models.build(config.model, remat=config.train.remat)
+  model = models.build(config.model, remat=config.train.remat, scan_blocks=config.train.scan_blocks)
   schedule = optim.make_schedule(config.optim, num_steps, per_epoch)
   abstract_params = nn.unbox(models.abstract_variables(model, config.model, rng))["params"]
   tx = optim.make_optimizer(config.optim, abstract_params, schedule, per_epoch, total_steps=num_steps,

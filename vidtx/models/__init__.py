@@ -64,14 +64,15 @@ def _plain(value):
 
 
 # Module fields set by the trainer, not by config.model (they change how a step runs, not the model).
-TRAINING_FIELDS = ("remat",)
+TRAINING_FIELDS = ("remat", "scan_blocks")
 
 
-def build(model_config, *, remat: str = "none") -> nn.Module:
+def build(model_config, *, remat: str = "none", scan_blocks: bool = False) -> nn.Module:
   """Builds the model that `model_config` (config.model) describes.
 
   `model_config.name` picks the class; every other key must be a field of it. `remat`
-  (config.train.remat, a `vit.REMAT_POLICIES` name) rematerialises the family's blocks.
+  (config.train.remat, a `vit.REMAT_POLICIES` name) rematerialises the family's blocks;
+  `scan_blocks` (config.train.scan_blocks) runs them as one scanned block (vit.run_blocks).
   """
   config = dict(model_config)
   name = config.pop("name", None)
@@ -92,6 +93,11 @@ def build(model_config, *, remat: str = "none") -> nn.Module:
       raise VidtxError(f"config.train.remat={remat!r}: model {name!r} has no rematerialisable "
                        "blocks (its module has no `remat` field); use 'none'")
     config["remat"] = remat
+  if scan_blocks:
+    if "scan_blocks" not in fields:
+      raise VidtxError(f"config.train.scan_blocks=True: model {name!r} does not scan its blocks "
+                       "(TokShift, TimeSformer and ViViT do); set it to False")
+    config["scan_blocks"] = True
   return cls(**{k: _plain(v) for k, v in config.items()})
 
 

@@ -102,6 +102,7 @@ class TimeSformer(nn.Module):
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
   remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
+  scan_blocks: bool = False  # set from config.train.scan_blocks by the trainer (vit.run_blocks)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
@@ -144,14 +145,13 @@ class TimeSformer(nn.Module):
       x = dropout(x, deterministic=not train)
     x = vit.constrain(x, "act_batch", "act_len", "act_embed")
 
-    for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, self.depth)):
-      common = dict(mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, drop_path=rate,
-                    dropout_rate=self.dropout_rate, attention_impl=self.attention_impl,
-                    norm_epsilon=self.norm_epsilon, dtype=dtype, name=f"blocks_{i}")
-      if self.attention_type == "divided_space_time":
-        x = vit.remat_block(DividedBlock, self.remat)(t, self.num_heads, **common)(x, train=train)
-      else:
-        x = vit.remat_block(vit.Block, self.remat)(self.num_heads, **common)(x, train=train)
+    divided = self.attention_type == "divided_space_time"
+    x = vit.run_blocks(
+        self, DividedBlock if divided else vit.Block, "blocks",
+        vit.drop_path_rates(self.drop_path_rate, self.depth), x, train=train, remat=self.remat,
+        scan=self.scan_blocks, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        qkv_bias=self.qkv_bias, dropout_rate=self.dropout_rate, attention_impl=self.attention_impl,
+        norm_epsilon=self.norm_epsilon, dtype=dtype, **({"num_frames": t} if divided else {}))
 
     if space_only:
       x = x.reshape(b, t, n + 1, d).mean(axis=1)

@@ -60,6 +60,7 @@ class TokShift(nn.Module):
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
   remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
+  scan_blocks: bool = False  # set from config.train.scan_blocks by the trainer (vit.run_blocks)
 
   @nn.compact
   def __call__(self, video, *, train: bool):
@@ -78,10 +79,11 @@ class TokShift(nn.Module):
     x = x + resize.resize_pos_embed(pos, (h // self.patch_size, w // self.patch_size)).astype(dtype)
     x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
     mix = functools.partial(token_shift, num_frames=t, fold_div=self.fold_div) if self.shift else None
-    for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, self.depth)):
-      x = vit.remat_block(vit.Block, self.remat)(
-          self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
-          self.attention_impl, self.norm_epsilon, dtype, name=f"blocks_{i}")(x, train=train, mix=mix)
+    x = vit.run_blocks(
+        self, vit.Block, "blocks", vit.drop_path_rates(self.drop_path_rate, self.depth), x,
+        train=train, remat=self.remat, scan=self.scan_blocks, num_heads=self.num_heads,
+        mlp_ratio=self.mlp_ratio, qkv_bias=self.qkv_bias, dropout_rate=self.dropout_rate,
+        attention_impl=self.attention_impl, norm_epsilon=self.norm_epsilon, dtype=dtype, mix=mix)
     x = vit.layer_norm(dtype=dtype, name="norm")(x)[:, 0]
     logits = vit.Head(self.num_classes, dtype=dtype, name="head")(x)
     return logits.reshape(b, t, self.num_classes).mean(axis=1)

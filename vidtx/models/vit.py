@@ -17,6 +17,7 @@ table rows and the RGB input channels are None. Activations `act_batch`, `act_ti
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,47 @@ def remat_block(cls: type[nn.Module], policy: str) -> type[nn.Module]:
     return rematerialised(self, x, train, tuple(sorted(static.items())))
 
   return type(cls.__name__, (cls,), {"__call__": __call__, "__doc__": cls.__doc__})
+
+
+def run_blocks(parent: nn.Module, cls: type[nn.Module], prefix: str, rates: Sequence[float], x, *,
+               train: bool, remat: str = "none", scan: bool = False, **fields_and_static):
+  """Applies blocks `{prefix}_i` = cls(drop_path=rates[i], **fields) to x in order.
+
+  `fields_and_static`: the block's constructor fields, and the static keyword arguments of its
+  call (those that are not fields, e.g. TokShift's `mix`). `remat`: a REMAT_POLICIES name.
+  `scan` (config.train.scan_blocks): once initialised, the blocks run as one `lax.scan` over
+  their stacked parameters, so XLA compiles one block instead of `len(rates)`. The variables
+  stay `{prefix}_i` (checkpoints, conversions and sharding rules are the same either way;
+  nn.scan would stack them into one variable tree); results equal the unrolled blocks', and so
+  do gradients, except that dropout / drop-path draw other random numbers.
+  """
+  names = {f.name for f in dataclasses.fields(cls)}
+  fields = {k: v for k, v in fields_and_static.items() if k in names}
+  static = {k: v for k, v in fields_and_static.items() if k not in names}
+  if not scan or parent.is_initializing() or len(rates) < 2:
+    for i, rate in enumerate(rates):
+      x = remat_block(cls, remat)(drop_path=rate, **fields, name=f"{prefix}_{i}")(
+          x, train=train, **static)
+    return x
+  params = parent.variables["params"]
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves),
+                         *[params[f"{prefix}_{i}"] for i in range(len(rates))])
+  varying = train and any(rate != rates[0] for rate in rates)
+  keys = None
+  if train and parent.has_rng("dropout"):
+    keys = jax.random.split(parent.make_rng("dropout"), len(rates))
+
+  def body(carry, xs):
+    block_params, rate, key = xs
+    block = cls(drop_path=rate if varying else rates[0], **fields, parent=None)
+    return block.apply({"params": block_params}, carry, train=train,
+                       rngs=None if key is None else {"dropout": key}, **static), None
+
+  if remat != "none":
+    body = jax.checkpoint(body, policy=REMAT_POLICIES[remat], prevent_cse=False)
+  per_block = jnp.asarray(rates, jnp.float32) if varying else None
+  x, _ = jax.lax.scan(body, x, (stacked, per_block, keys))
+  return x
 
 
 def compute_dtype(name: str) -> jnp.dtype:
@@ -207,8 +249,8 @@ class DropPath(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    if not train or self.rate == 0.0:
-      return x
+    if not train or (isinstance(self.rate, (int, float)) and self.rate == 0.0):
+      return x  # (a rate that is an array: scanned blocks with per-block rates, run_blocks)
     keep = 1.0 - self.rate
     mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros_like(x))

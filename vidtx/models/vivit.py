@@ -63,14 +63,15 @@ class ViViT(nn.Module):
   norm_epsilon: float = vit.LN_EPS
   attention_impl: str = "xla"
   remat: str = "none"  # set from config.train.remat by the trainer (vit.REMAT_POLICIES)
+  scan_blocks: bool = False  # set from config.train.scan_blocks by the trainer (vit.run_blocks)
 
   def encoder(self, x, prefix: str, depth: int, *, train: bool, dtype):
     """`depth` pre-norm blocks named `{prefix}_{i}`; x: [N, L, D]."""
-    for i, rate in enumerate(vit.drop_path_rates(self.drop_path_rate, depth)):
-      x = vit.remat_block(vit.Block, self.remat)(
-          self.num_heads, self.mlp_ratio, self.qkv_bias, rate, self.dropout_rate,
-          self.attention_impl, self.norm_epsilon, dtype, name=f"{prefix}_{i}")(x, train=train)
-    return x
+    return vit.run_blocks(
+        self, vit.Block, prefix, vit.drop_path_rates(self.drop_path_rate, depth), x, train=train,
+        remat=self.remat, scan=self.scan_blocks, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+        qkv_bias=self.qkv_bias, dropout_rate=self.dropout_rate, attention_impl=self.attention_impl,
+        norm_epsilon=self.norm_epsilon, dtype=dtype)
 
   @nn.compact
   def __call__(self, video, *, train: bool):

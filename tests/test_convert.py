@@ -1,6 +1,5 @@
 """vidtx.convert: the safe .pdparams reader, Paddle <-> ours round trips, pretraining loaders."""
 import json
-import os
 import pickle
 import struct
 import subprocess
@@ -12,6 +11,7 @@ import pytest
 import scipy.ndimage
 from flax import traverse_util
 
+import torch_writer
 from vidtx import convert, models
 from vidtx.errors import VidtxError
 from vidtx.models import resize
@@ -43,18 +43,11 @@ def assert_same_tree(a, b):
 
 
 # ----------------------------------------------------------------------------- the .pdparams reader
-class _RunsCommand:
-  def __init__(self, marker):
-    self.marker = marker
-
-  def __reduce__(self):
-    return (os.system, (f"touch {self.marker}",))
-
 
 def test_unpickler_refuses_code_and_does_not_run_it(tmp_path):
   marker = tmp_path / "pwned"
   path = tmp_path / "evil.pdparams"
-  path.write_bytes(pickle.dumps({"w": np.zeros(2), "x": _RunsCommand(marker)}, protocol=4))
+  path.write_bytes(pickle.dumps({"w": np.zeros(2), "x": torch_writer.RunsCommand(marker)}, protocol=4))
   with pytest.raises(VidtxError) as error:
     convert.load_pdparams(str(path))
   assert str(path) in str(error.value)

@@ -100,18 +100,11 @@ def test_torch_reader_refuses_code_and_does_not_run_it(tmp_path, legacy):
   assert not marker.exists()
   # The same through Python's own pickle (a plain pickle file is not a torch file either way).
   raw = tmp_path / "raw.pth"
-  raw.write_bytes(pickle.dumps({"x": _RunsCommand(marker)}, protocol=2))
+  raw.write_bytes(pickle.dumps({"x": torch_writer.RunsCommand(marker)}, protocol=2))
   with pytest.raises(VidtxError):
     convert.load_torch(str(raw))
   assert not marker.exists()
 
-
-class _RunsCommand:
-  def __init__(self, marker):
-    self.marker = marker
-
-  def __reduce__(self):
-    return (os.system, (f"touch {self.marker}",))
 
 
 def test_torch_reader_rejects_garbage_and_non_state_dicts(tmp_path):

@@ -11,6 +11,7 @@ sampled frames' bytes (`os.pread`), 30x fewer bytes from disk and page cache.
       starts [R + 1] int64 video r (the r-th record) has frames[starts[r]:starts[r + 1]]
       label [R] int64, fps [R] float32
       source [R] bytes     each video's protocol.Source as JSON ("" where not recorded)
+      video_id [R] bytes   each video's id (eval --save_scores; absent in older indexes)
       shard_bytes int64    the shard's size when indexed (a rewritten shard is stale)
 
 `vidtx.data.prepare` writes the index with each shard; for a dataset made
@@ -63,7 +64,7 @@ def build(shard: str) -> dict[str, np.ndarray]:
   """The index arrays of one shard file (see the module doc)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top  (after the CLI quiets its logs)
 
-  frames, starts, labels, fps, sources = [], [0], [], [], []
+  frames, starts, labels, fps, sources, ids = [], [0], [], [], [], []
   for offset, data in _records(shard):
     feature = tf.train.Example.FromString(data).features.feature
     position = 0
@@ -79,9 +80,12 @@ def build(shard: str) -> dict[str, np.ndarray]:
     fps.append(feature["fps"].float_list.value[0])
     source = feature["source"].bytes_list.value if "source" in feature else []
     sources.append(source[0] if source else b"")
+    video_id = feature["video_id"].bytes_list.value if "video_id" in feature else []
+    ids.append(video_id[0] if video_id else b"")
   return {"frames": np.asarray(frames, np.int64).reshape(-1, 2),
           "starts": np.asarray(starts, np.int64), "label": np.asarray(labels, np.int64),
           "fps": np.asarray(fps, np.float32), "source": np.asarray(sources, np.bytes_),
+          "video_id": np.asarray(ids, np.bytes_),
           "shard_bytes": np.int64(os.path.getsize(shard))}
 
 

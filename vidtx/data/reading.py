@@ -208,6 +208,27 @@ class IndexedFrames:
       return self._files[file].fileno()
 
 
+def video_ids(builder, split: str) -> list[str]:
+  """The id of every video of `split`, by position in the split (eval --save_scores).
+
+  From the frame index where every shard's has them (a few bytes per video), else by reading
+  every record of the split once (`python -m vidtx.data.frame_index DIR` adds them to an
+  index written before they were recorded)."""
+  paths, lengths = split_files(builder, split)
+  indexes = [frame_index.load(path) for path in paths]
+  if all(index is not None and "video_id" in index for index in indexes):
+    return [bytes(x).decode() for index in indexes for x in index["video_id"]]
+  spec = {"video_id": tf.io.FixedLenFeature([], tf.string, default_value="")}
+  ids = []
+  for path in paths:
+    for record in tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES):
+      ids.append(tf.io.parse_single_example(record, spec)["video_id"].numpy().decode())
+  if len(ids) != sum(lengths):
+    raise VidtxError(f"split {split!r} of {builder.data_dir}: {len(ids)} records, "
+                     f"{sum(lengths)} in its metadata")
+  return ids
+
+
 def reader(share: Share, builder, sampled_frames: bool) -> WholeRecords | IndexedFrames:
   """`IndexedFrames` where `sampled_frames` and every shard of the share has an index, else
   `WholeRecords`; `builder`: the dataset's (checked to have the features read here)."""

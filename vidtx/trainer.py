@@ -118,6 +118,25 @@ def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float
   return video, device_ops.mixed_targets(mixed, num_classes, smoothing)
 
 
+def make_model_inputs(config):
+  """(rng, uint8 video [B, T, H, W, 3], labels [B]) -> (float video as the model receives it,
+  soft targets [B, K]): colour jitter, normalisation and mixing, as the train step does them."""
+  data, num_classes = config.data, config.model.num_classes
+  smoothing = float(config.train.label_smoothing)
+  mix = config.train.mix
+  jitter = {k: float(v) for k, v in config.train.color_jitter.items()}
+
+  def model_inputs(rng, video, labels):
+    if any(jitter.get(k) for k in ("brightness", "contrast", "saturation", "hue")):
+      # Its own key, so that switching it on leaves the mixing and dropout draws as they were.
+      video = device_ops.color_jitter(jax.random.fold_in(rng, 7), video, **jitter)
+    video = device_ops.normalize(video, data.mean, data.std)
+    mix_rng, _ = jax.random.split(rng)
+    return mix_batch(mix_rng, video, labels, mix, num_classes, smoothing)
+
+  return model_inputs
+
+
 def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, teacher=None):
   """The jitted update: colour jitter and normalise on device, accumulate gradients over
   micro-batches, apply.
@@ -125,23 +144,15 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   `teacher`: a frozen model whose logits on the same (mixed) clips enter the loss
   (config.distill); its variables are the step's last argument.
   """
-  data, num_classes = config.data, config.model.num_classes
-  smoothing = float(config.train.label_smoothing)
-  mix = config.train.mix
   micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
-  jitter = {k: float(v) for k, v in config.train.color_jitter.items()}
+  model_inputs = make_model_inputs(config)
   if teacher is not None:
     weight = float(config.distill.weight)
     temperature = float(config.distill.temperature)
 
   def micro_step(state: TrainState, batch_stats, micro, rng, teacher_variables):
-    video = micro["video"]
-    if any(jitter.get(k) for k in ("brightness", "contrast", "saturation", "hue")):
-      # Its own key, so that switching it on leaves the mixing and dropout draws as they were.
-      video = device_ops.color_jitter(jax.random.fold_in(rng, 7), video, **jitter)
-    video = device_ops.normalize(video, data.mean, data.std)
-    mix_rng, dropout_rng = jax.random.split(rng)
-    video, targets = mix_batch(mix_rng, video, micro["label"], mix, num_classes, smoothing)
+    video, targets = model_inputs(rng, micro["video"], micro["label"])
+    _, dropout_rng = jax.random.split(rng)
     if teacher is not None:
       teacher_logits = jax.lax.stop_gradient(teacher.apply(teacher_variables, video, train=False))
 
@@ -191,6 +202,34 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
                       opt_state=opt_state), metrics
 
   return train_step
+
+
+def input_preview(config, batch: dict, step_rng, step: int, accumulation_steps: int,
+                  count: int = 4) -> tuple[np.ndarray, np.ndarray]:
+  """The first `count` clips of step `step`'s first micro-batch as the model receives them
+  (jitter and mixing with the step's own keys), de-normalised: (float [N, T, H, W, 3] in 0..1,
+  soft targets [N, K]). Every process calls it (the batch is global)."""
+  model_inputs = make_model_inputs(config)
+  mean = jnp.asarray(config.data.mean, jnp.float32)
+  std = jnp.asarray(config.data.std, jnp.float32)
+
+  def preview(video, labels):
+    rng = jax.random.fold_in(jax.random.fold_in(step_rng, step - 1), 0)  # as train_step's micro 0
+    video, targets = model_inputs(rng, video[::accumulation_steps], labels[::accumulation_steps])
+    return jnp.clip(video[:count] * std + mean, 0.0, 1.0), targets[:count]
+
+  clips, targets = jax.jit(preview)(batch["video"], batch["label"])
+  return multihost_utils.process_allgather((clips, targets), tiled=True)
+
+
+def target_caption(targets: np.ndarray, label_names: list[str]) -> str:
+  """`MoveLeft` or, for a mixed clip, `0.62 MoveLeft + 0.38 MoveUp` (label smoothing left out)."""
+  floor = targets.min()
+  order = [i for i in np.argsort(-targets) if targets[i] > floor + 0.02][:2]
+  if len(order) < 2:
+    return label_names[int(order[0]) if order else int(np.argmax(targets))]
+  total = sum(targets[i] for i in order)
+  return " + ".join(f"{targets[i] / total:.2f} {label_names[int(i)]}" for i in order)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -272,7 +311,7 @@ def check_train_config(train) -> None:
   for key in ("batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "input_streams"):
     if train[key] < 1:
       raise VidtxError(f"config.train.{key}={train[key]} must be at least 1")
-  for key in ("val_every", "precise_bn_batches"):
+  for key in ("val_every", "precise_bn_batches", "profile_steps"):
     if train[key] < 0:
       raise VidtxError(f"config.train.{key}={train[key]} must be >= 0 (0: off)")
   for key in ("num_steps", "device_batch_size", "num_epochs"):
@@ -450,14 +489,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stats = precise_batch_stats(batch_stats_step, variables, batches)
     return dict(variables, batch_stats=jax.device_put(stats, state_shardings.batch_stats))
 
-  def validate(variables) -> dict[str, float]:
+  def validate(variables) -> tuple[dict[str, float], np.ndarray]:
+    """(scalars, confusion matrix) of the clip-level validation."""
     dataset = pipeline.make_eval_dataset(
         config.data, split=config.data.val_split, batch_size=evaluate.per_host_batch(config.eval.batch_size),
         num_clips=1, num_crops=1,
         process_index=jax.process_index(), process_count=jax.process_count())
     result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh,
                           num_batches=len(dataset), shards=split_shards(config.data.val_split))
-    return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"]}
+    mean_class = evaluate.class_report(result["confusion"], label_names)["mean_class_top1"]
+    return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"],
+            "val_mean_class_top1": mean_class}, result["confusion"]
 
   # ------------------------------------------------------------------- the loop
   upcoming = multihost.Upcoming(multihost.train_batches(
@@ -466,6 +508,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if is_main:
     forget_metrics_after(os.path.join(workdir, "metrics.jsonl"), start_step)
   writer = writers.make_writer(workdir, is_main=is_main)
+  if is_main and start_step < num_steps:
+    writers.write_config(writer, config, start_step)
+  profiler = writers.StepProfiler(os.path.join(workdir, "profile"), config.train.profile_steps,
+                                  first_step=start_step + 2)  # after one step of warm-up (compiling)
   progress = writers.Progress(num_steps, start_step, plan["global_batch"], flops_per_clip,
                               peak * jax.device_count() if peak else None)
   pending: list[dict] = []  # device metrics of the steps since the last log
@@ -499,7 +545,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if int(agreed) == multihost.INPUT_FAILED and steps:  # before any step: nothing new to save
         stop, steps = multihost.INPUT_FAILED, ()
       for step in steps:
-        state, metrics = train_step(state, upcoming.pop(), step_rng, teacher_variables)
+        batch = upcoming.pop()
+        if step == start_step + 1:  # what the model sees: once, at the start
+          clips, targets = input_preview(config, batch, step_rng, step, plan["accumulation_steps"])
+          if is_main:
+            writers.write_input_clips(writer, step, clips,
+                                      [target_caption(t, label_names) for t in targets])
+        profiler.before(step, state)
+        state, metrics = train_step(state, batch, step_rng, teacher_variables)
+        profiler.after(step, state)
         pending.append(metrics)
         examples_done += plan["global_batch"]
         upcoming.fill()
@@ -520,9 +574,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         meta = save(step) if save_now else None  # before validating: its failure loses nothing
         if val_now:
           try:
-            scalars.update(validate(state.variables))
+            validated, confusion = validate(state.variables)
+            scalars.update(validated)
             if swa is not None:
-              scalars.update({f"swa_{k}": v for k, v in validate(swa).items()})
+              scalars.update({f"swa_{k}": v for k, v in validate(swa)[0].items()})
           except VidtxError as e:
             if meta is None:
               save(step)
@@ -530,11 +585,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             raise VidtxError(f"validation at step {step} failed: {e}; training progress is saved "
                              f"in {checkpoint_dir}/{step}") from None
           say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
-              f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}")
+              f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}, mean class top-1 "
+              f"{scalars['val_mean_class_top1']:.4f}")
           if swa is not None:
             say(f"validation of the SWA weights: top-1 {scalars['swa_val_top1']:.4f}, "
                 f"top-5 {scalars['swa_val_top5']:.4f}")
           checkpoints.save_best(step, state.variables, meta or save(step), scalars["val_top1"])
+          if is_main:
+            writers.write_confusion(writer, step, confusion, label_names)
         if swa is not None and save_now:
           checkpoints.save_swa(step, swa, meta)
         writer.write_scalars(step, scalars)
@@ -552,6 +610,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     checkpoints.wait()
   finally:
+    profiler.close(step)
     checkpoints.close()
     writer.flush()
   if stop == multihost.INPUT_FAILED and step < num_steps:  # (batches read past the end: no matter)

@@ -1,10 +1,18 @@
-"""Metric output: TensorBoard and `<workdir>/metrics.jsonl` through clu writers, and the console line."""
+"""Metric output: TensorBoard and `<workdir>/metrics.jsonl` through clu writers, the console line,
+the pictures a run leaves in TensorBoard (config, input clips, confusion matrices) and its profile.
+
+TensorBoard holds, besides the scalars: `config` (text) and the config as hparams, once per run;
+`train/input_clips` (image), the first clips of the first step as the model receives them;
+`val/confusion_matrix` (image) and `val/per_class_top1` (text) at each validation.
+"""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
 
+import numpy as np
 from clu import metric_writers
 
 from vidtx import messages
@@ -59,6 +67,103 @@ def make_writer(workdir: str, *, is_main: bool) -> metric_writers.MetricWriter:
   except ImportError:  # GPU images without TensorFlow: JSON lines only
     messages.warn("TensorFlow is not installed: no TensorBoard summaries, metrics.jsonl only")
   return metric_writers.MultiWriter(writers)
+
+
+def flat_hparams(config) -> dict[str, bool | int | float | str]:
+  """A config as TensorBoard hparams: `section.key` -> value (lists, None, ... as text)."""
+  flat = {}
+
+  def visit(prefix: str, value) -> None:
+    if isinstance(value, dict):
+      for key, item in value.items():
+        visit(f"{prefix}.{key}" if prefix else str(key), item)
+    elif isinstance(value, (bool, int, float, str)):
+      flat[prefix] = value
+    else:
+      flat[prefix] = json.dumps(value, default=str)
+
+  visit("", config.to_dict())
+  return flat
+
+
+def write_config(writer: metric_writers.MetricWriter, config, step: int) -> None:
+  """The run's config as TensorBoard hparams and as text (`config`)."""
+  writer.write_hparams(flat_hparams(config))
+  text = "\n".join("    " + line for line in config.to_json_best_effort(indent=2).splitlines())
+  writer.write_texts(step, {"config": text})  # indented: a markdown code block
+
+
+def write_input_clips(writer: metric_writers.MetricWriter, step: int, clips: np.ndarray,
+                      captions: list[str]) -> None:
+  """`train/input_clips`: clips [N, T, H, W, 3] (0..1, de-normalised) as the model received them."""
+  from vidtx import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
+
+  fig = plots.clip_strip_figure(np.asarray(clips), captions,
+                                title=f"training clips of step {step} as the model receives them "
+                                "(after jitter and mixing, de-normalised)")
+  writer.write_images(step, {"train/input_clips": plots.to_array(fig)[None]})
+
+
+def per_class_table(confusion: np.ndarray, label_names: list[str]) -> str:
+  """Markdown table of each class's top-1 and videos, worst first."""
+  videos = confusion.sum(axis=1)
+  top1 = np.diag(confusion) / np.maximum(videos, 1)
+  rows = ["| class | top-1 | videos |", "|---|---|---|"]
+  for i in sorted(range(len(label_names)), key=lambda i: (videos[i] == 0, top1[i], i)):
+    rows.append(f"| {label_names[i]} | {top1[i]:.3f} | {videos[i]} |" if videos[i] else
+                f"| {label_names[i]} | - | 0 |")
+  return "\n".join(rows)
+
+
+def write_confusion(writer: metric_writers.MetricWriter, step: int, confusion: np.ndarray,
+                    label_names: list[str]) -> None:
+  """`val/confusion_matrix` (image) and `val/per_class_top1` (text) of a validation."""
+  from vidtx import plots  # pylint: disable=g-import-not-at-top  (matplotlib)
+
+  fig = plots.confusion_figure(confusion, label_names, title=f"validation at step {step}")
+  writer.write_images(step, {"val/confusion_matrix": plots.to_array(fig)[None]})
+  writer.write_texts(step, {"val/per_class_top1": per_class_table(confusion, label_names)})
+
+
+class StepProfiler:
+  """config.train.profile_steps: a jax.profiler trace of `num_steps` steps from `first_step`, in
+  `log_dir` (TensorBoard's profile plugin reads it: tensorboard --logdir <log_dir>)."""
+
+  def __init__(self, log_dir: str, num_steps: int, first_step: int):
+    self.log_dir, self.num_steps, self.first = log_dir, int(num_steps), first_step
+    self.active = self.done = False
+
+  def before(self, step: int, state) -> None:
+    if self.num_steps > 0 and step == self.first:
+      import jax  # pylint: disable=g-import-not-at-top
+
+      jax.block_until_ready(state)  # the warm-up step's work stays out of the trace
+      jax.profiler.start_trace(self.log_dir)
+      self.active = True
+
+  def after(self, step: int, state) -> None:
+    if self.active and step == self.first + self.num_steps - 1:
+      self._stop(step, state)
+
+  def close(self, step: int) -> None:
+    """Ends a trace still running (the run stopped inside it)."""
+    if self.active:
+      self._stop(step, None)
+    elif self.num_steps > 0 and not self.done and step >= self.first - 1:
+      messages.warn(f"config.train.profile_steps={self.num_steps}: no step after the warm-up step "
+                    f"{self.first - 1} to profile")
+
+  def _stop(self, step: int, state) -> None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    if state is not None:
+      jax.block_until_ready(state)
+    jax.profiler.stop_trace()
+    self.active, self.done = False, True
+    runs = sorted(glob.glob(os.path.join(self.log_dir, "plugins", "profile", "*")), key=os.path.getmtime)
+    where = runs[-1] if runs else self.log_dir
+    messages.say(f"profile of steps {self.first}-{step} written to {where} (tensorboard --logdir "
+                 f"{self.log_dir}, Profile tab; or open its .trace.json.gz in ui.perfetto.dev)")
 
 
 class Progress:

@@ -90,6 +90,11 @@ def video_probabilities(predictor: Predictor, path: str):
   return np.asarray(predictor.run(clip_views[None]))[0]
 
 
+def report(path: str, top: list[tuple[str, float]]) -> list[str]:
+  """The printed lines of one video: its path, then `probability  name` per class."""
+  return [f"{path}:"] + [f"  {p:7.2%}  {name}" for name, p in top]
+
+
 def main(argv):
   videos = argv[1:]
   f = flags.FLAGS
@@ -115,9 +120,8 @@ def main(argv):
       failures.append({"path": path, "error": str(e)})
       continue
     top = evaluate.top_k(probs, predictor.label_names, f.top)
-    messages.say(f"{path}:")
-    for name, p in top:
-      messages.say(f"  {p:7.2%}  {name}")
+    for line in report(path, top):
+      messages.say(line)
     results.append({"path": path, "top": [{"label": name, "probability": p} for name, p in top]})
   if f.output:
     os.makedirs(os.path.dirname(os.path.abspath(f.output)), exist_ok=True)

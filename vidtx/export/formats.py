@@ -147,7 +147,8 @@ def _padded_max_pool():
 
 
 def write_onnx(fn, shape: list, path: str, family: str) -> dict:
-  """ONNX through jax2onnx (opset ONNX_OPSET), batch dimension 'B' where dynamic."""
+  """ONNX through jax2onnx (opset ONNX_OPSET), batch dimension 'B' where dynamic; where jax2onnx
+  cannot carry the symbolic batch through the family's reshapes, batch 1 (with a note)."""
   try:
     import jax2onnx  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -157,13 +158,27 @@ def write_onnx(fn, shape: list, path: str, family: str) -> dict:
     with _padded_max_pool():
       return fn(video)
 
+  def convert(input_shape):
+    jax2onnx.to_onnx(traced, [_spec(input_shape, "B")], model_name=f"vidtx_{family}", opset=ONNX_OPSET,
+                     input_names=["video"], output_names=["probabilities"], return_mode="file",
+                     output_path=path)
+
   quiet = logging.getLogger("onnx_ir")
   level = quiet.level
   quiet.setLevel(logging.ERROR)  # "value type ... not known" for shape constants: harmless
+  notes = []
   try:
-    jax2onnx.to_onnx(traced, [_spec(shape, "B")], model_name=f"vidtx_{family}", opset=ONNX_OPSET,
-                     input_names=["video"], output_names=["probabilities"], return_mode="file",
-                     output_path=path)
+    try:
+      convert(shape)
+    except Exception as e:  # pylint: disable=broad-except  (retried with a fixed batch, or reported)
+      if shape[0] is not None:
+        raise
+      notes.append(f"no symbolic batch in jax2onnx for family {family!r}, exported with batch 1 "
+                   f"({first_line(e)})")
+      messages.warn(f"onnx: {notes[-1]}")
+      remove(path)
+      shape = [1] + list(shape[1:])
+      convert(shape)
   except Exception as e:  # pylint: disable=broad-except  (an op jax2onnx does not convert)
     remove(path)
     remove(path + ".data")
@@ -173,6 +188,8 @@ def write_onnx(fn, shape: list, path: str, family: str) -> dict:
   entry = {"file": os.path.basename(path), "batch": "dynamic" if shape[0] is None else shape[0],
            "opset": ONNX_OPSET, "input": "video", "output": "probabilities",
            "route": "jax2onnx.to_onnx; runs in onnxruntime (CPUExecutionProvider) and TensorRT"}
+  if notes:
+    entry["notes"] = notes
   if os.path.exists(path + ".data"):
     entry["external_data"] = os.path.basename(path) + ".data"
   return entry

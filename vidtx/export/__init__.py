@@ -123,12 +123,16 @@ def read_contract(directory: str) -> dict:
       found = json.load(f)
   except (OSError, ValueError) as e:
     raise VidtxError(f"{path} cannot be read ({e}); export again with {EXPORT_COMMAND}") from None
-  version = found.get("format_version") if isinstance(found, dict) else None
+  if not isinstance(found, dict):
+    raise VidtxError(f"{path} is not an export contract (a JSON object); export again with {EXPORT_COMMAND}")
+  version = found.get("format_version")
   if version != FORMAT_VERSION:
+    newer = isinstance(version, int) and version > FORMAT_VERSION
+    todo = ("upgrade vidtx, or export the checkpoint again with this one" if newer
+            else "export the checkpoint again with this vidtx")
     raise VidtxError(
         f"{directory} is export format {version!r} (vidtx {found.get('vidtx_version', '?')}); this vidtx "
-        f"({vidtx_version()}) reads format {FORMAT_VERSION}: export the checkpoint again with this vidtx "
-        f"({EXPORT_COMMAND})")
+        f"({vidtx_version()}) reads format {FORMAT_VERSION}: {todo} ({EXPORT_COMMAND})")
   return found
 
 

@@ -129,7 +129,8 @@ def test_converted_checkpoint_of_every_family_exports_to_every_format(family, tm
   lines = predict.report(videos[0], _top(from_checkpoint, probs))
   for runtime in export.FORMATS:
     predictor = predict.from_export(out, runtime)
-    assert predict.report(videos[0], _top(predictor, predict.video_probabilities(predictor, videos[0]))) == lines
+    probs = predict.video_probabilities(predictor, videos[0])
+    assert predict.report(videos[0], _top(predictor, probs)) == lines
 
 
 def _top(predictor, probs):
@@ -259,3 +260,10 @@ def test_bad_input_is_one_line(demo_trained, videos, tmp_path):
   (out / "export.json").write_text(json.dumps(contract))
   with pytest.raises(VidtxError, match="exported model takes"):
     predict.video_probabilities(predict.from_export(str(out), "stablehlo"), videos[0])
+
+
+def test_export_and_stablehlo_path_import_without_tensorflow():
+  script = ("import sys; import vidtx.export, vidtx.export.formats, vidtx.export.bench; "
+            "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'onnx', 'jax2onnx'))]")
+  run = run_cli("-c", script)
+  assert run.returncode == 0, run.stderr

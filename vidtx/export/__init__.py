@@ -17,6 +17,7 @@ import datetime
 import importlib.metadata
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -191,45 +192,20 @@ def export(config, checkpoint: str | None, out: str, *, batch=DYNAMIC, formats=F
   `batch`: 'dynamic' (a symbolic batch dimension) or a fixed size. A format the model cannot be
   exported to is skipped with a warning (recorded in export.json); StableHLO must succeed.
   `verify`: run each written file on a random input and compare it with the Flax model.
-  Returns the contract.
+  Returns the contract. A failed export leaves no directory behind.
   """
-  from vidtx.export import formats as fmt  # pylint: disable=g-import-not-at-top
   batch, formats = parse_batch(batch), parse_formats(formats)
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise VidtxError(f"--out={out} exists and is not empty; give a new directory")
   model, variables, meta = load_model(config, checkpoint)
-  leaves, treedef = jax.tree.flatten(variables)
-  data, averaging = config.data, config.eval.averaging
-
-  def with_weights(weights, video):
-    return probabilities(model, jax.tree.unflatten(treedef, weights), video, data, averaging)
-
-  def inference(video):
-    return with_weights(leaves, video)
-
-  shape = input_shape(config, batch)
-  family = config.model.name
-  written: dict[str, dict] = {}
+  created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
-  stablehlo = os.path.join(out, FILES["stablehlo"])
-  messages.say(f"writing StableHLO to {stablehlo}")
-  written["stablehlo"], batch = fmt.write_stablehlo(inference, shape, stablehlo, platforms, family)
-  shape = input_shape(config, batch)  # a fixed batch where the family needed one
-  for name in formats:
-    if name == "stablehlo":
-      continue
-    path = os.path.join(out, FILES[name])
-    messages.say(f"writing {fmt.TITLES[name]} to {path}")
-    if name == "savedmodel":
-      written[name] = fmt.write_savedmodel(with_weights, leaves, shape, path, written["stablehlo"]["platforms"],
-                                           family)
-    else:
-      written[name] = fmt.write_onnx(inference, shape, path, family)
-  if "stablehlo" not in formats:
-    os.remove(stablehlo)
-    del written["stablehlo"]
-  if verify:
-    check_formats(out, written, inference, shape, family)
+  try:
+    written, shape = _write_formats(config, model, variables, out, batch, formats, platforms, verify)
+  except BaseException:
+    if created:
+      shutil.rmtree(out, ignore_errors=True)
+    raise
   source = {"checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
             "step": meta.get("step"), **(config_source or {})}
   if checkpoint is None:
@@ -238,17 +214,56 @@ def export(config, checkpoint: str | None, out: str, *, batch=DYNAMIC, formats=F
   with open(os.path.join(out, CONTRACT), "w") as f:
     json.dump(found, f, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
   done = [n for n in written if "skipped" not in written[n]]
-  messages.say(f"exported {family} ({', '.join(done)}) to {out}; contract: {os.path.join(out, CONTRACT)}")
+  messages.say(f"exported {config.model.name} ({', '.join(done)}) to {out}; contract: "
+               f"{os.path.join(out, CONTRACT)}")
   return found
 
 
-def check_formats(out: str, written: dict, inference, shape: list, family: str) -> None:
+def _write_formats(config, model, variables, out, batch, formats, platforms, verify):
+  """The files of `formats` in `out`: (their export.json entries, the input shape)."""
+  from vidtx.export import formats as fmt  # pylint: disable=g-import-not-at-top
+  leaves, treedef = jax.tree.flatten(variables)
+  data, averaging, family = config.data, config.eval.averaging, config.model.name
+
+  def with_weights(weights, video):  # the SavedModel keeps the weights as variables
+    return probabilities(model, jax.tree.unflatten(treedef, weights), video, data, averaging)
+
+  def inference(video):  # StableHLO and ONNX hold them as constants
+    return with_weights(leaves, video)
+
+  written = {}
+  stablehlo = os.path.join(out, FILES["stablehlo"])
+  messages.say(f"writing StableHLO to {stablehlo}")
+  written["stablehlo"], batch = fmt.write_stablehlo(inference, input_shape(config, batch), stablehlo,
+                                                    platforms, family)
+  shape = input_shape(config, batch)  # a fixed batch where the family needed one
+  for name in formats:
+    path = os.path.join(out, FILES[name])
+    if name == "savedmodel":
+      messages.say(f"writing SavedModel to {path}")
+      written[name] = fmt.write_savedmodel(with_weights, leaves, shape, path,
+                                           written["stablehlo"]["platforms"], family)
+    elif name == "onnx":
+      messages.say(f"writing ONNX to {path}")
+      written[name] = fmt.write_onnx(inference, shape, path, family)
+  if "stablehlo" not in formats:  # written anyway: it decides the batch and the platforms
+    os.remove(stablehlo)
+    del written["stablehlo"]
+  if verify:
+    hint = ("; onnxruntime has few bfloat16 kernels: export with --config.model.dtype=float32"
+            if config.model.get("dtype") == "bfloat16" else "")
+    reference = jax.jit(with_weights)
+    check_formats(out, written, lambda video: reference(leaves, video), shape, family, hint)
+  return written, shape
+
+
+def check_formats(out: str, written: dict, inference, shape: list, family: str, hint: str = "") -> None:
   """Runs every written format on one random batch; records the largest difference from the Flax
   model (`max_abs_diff`); a format that does not run is removed and recorded as skipped."""
   from vidtx.export import formats as fmt  # pylint: disable=g-import-not-at-top
   batch = shape[0] or 2
   video = np.random.default_rng(0).integers(0, 256, [batch] + shape[1:], dtype=np.uint8)
-  expected = np.asarray(jax.jit(inference)(video))
+  expected = np.asarray(inference(video))
   for name, info in written.items():
     if "skipped" in info:
       continue
@@ -256,6 +271,7 @@ def check_formats(out: str, written: dict, inference, shape: list, family: str) 
       got = fmt.load(out, name, info)(video)
     except Exception as e:  # pylint: disable=broad-except  (the runtime cannot run the file)
       reason = f"{fmt.TITLES[name]} written but does not run: {fmt.first_line(e)}"
+      reason += hint if name == "onnx" else ""
       messages.warn(f"{name}: model family {family!r} not exported ({reason})")
       fmt.remove(os.path.join(out, info["file"]))
       written[name] = {"skipped": reason}

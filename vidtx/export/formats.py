@@ -51,30 +51,34 @@ def _spec(shape: list, batch_name: str):
 
 # ----------------------------------------------------------------------------- StableHLO
 def write_stablehlo(fn, shape: list, path: str, platforms, family: str):
-  """Serialized jax.export of `fn`; (entry, batch). A dynamic batch the family cannot take falls
-  back to batch 1, a platform it cannot be lowered for to this machine's (both with a warning)."""
+  """Serialized jax.export of `fn`; (entry, batch). Where the family cannot take a dynamic batch it
+  falls back to batch 1, where it cannot be lowered for every platform to this machine's (warned,
+  and noted in the entry)."""
   from jax import export as jax_export  # pylint: disable=g-import-not-at-top
-  batch = "dynamic" if shape[0] is None else shape[0]
-  platforms = tuple(platforms)
-  notes = []
-  while True:
+  here, platforms = jax.default_backend(), tuple(platforms)
+  fixed = [1] + list(shape[1:])
+  attempts = [(shape, platforms)] + ([(fixed, platforms)] if shape[0] is None else [])
+  if len(platforms) > 1 and here in platforms:
+    attempts += [(s, (here,)) for s, _ in attempts]
+  first_error = None
+  for tried, tried_platforms in attempts:
     try:
-      exported = jax_export.export(jax.jit(fn), platforms=platforms)(_spec(shape, "b"))
+      exported = jax_export.export(jax.jit(fn), platforms=tried_platforms)(_spec(tried, "b"))
       break
-    except Exception as e:  # pylint: disable=broad-except  (what jax.export cannot do, said below)
-      here = jax.default_backend()
-      if len(platforms) > 1 and here in platforms:
-        note = f"not lowered for {', '.join(p for p in platforms if p != here)} ({first_line(e)})"
-        platforms = (here,)
-      elif shape[0] is None:
-        note = f"no symbolic batch for family {family!r}, exported with batch 1 ({first_line(e)})"
-        shape, batch = [1] + list(shape[1:]), 1
-      else:
-        raise VidtxError(f"StableHLO export of model family {family!r} failed: {first_line(e)}") from None
-      messages.warn(f"stablehlo: {note}")
-      notes.append(note)
+    except Exception as e:  # pylint: disable=broad-except  (said below, or raised at the end)
+      first_error = first_error or first_line(e)
+  else:
+    raise VidtxError(f"StableHLO export of model family {family!r} failed: {first_error}")
+  notes = []
+  if tried[0] != shape[0]:
+    notes.append(f"no symbolic batch for family {family!r}: exported with batch 1 ({first_error})")
+  if tried_platforms != platforms:
+    notes.append(f"not lowered for {', '.join(p for p in platforms if p != here)} ({first_error})")
+  for note in notes:
+    messages.warn(f"stablehlo: {note}")
   with open(path, "wb") as f:
     f.write(exported.serialize())
+  batch = "dynamic" if tried[0] is None else tried[0]
   entry = {"file": os.path.basename(path), "batch": batch, "platforms": list(exported.platforms),
            "route": "jax.export, loaded with jax.export.deserialize(bytearray(data)).call(video)"}
   if notes:

@@ -150,19 +150,35 @@ def look_generator(seed: int, class_index: int, group: int, clip: int) -> np.ran
   return np.random.default_rng([seed, class_index, group, clip, 0])
 
 
+def _scene(class_index: int, size: int, num_frames: int, seed: int, group: int, clip: int):
+  """One video's look, its forward motion, the clip's random stream (for the noise after it)
+  and whether the video plays backwards."""
+  pair, backwards = divmod(class_index, 2)
+  _, _, motion, direction = _PAIRS[pair]
+  clip_rng = np.random.default_rng([seed, class_index, group, clip, 1])
+  background, shape, colour = _look(look_generator(seed, class_index, group, clip), size)
+  t = np.linspace(0.0, 1.0, num_frames)
+  return background, shape, colour, _trajectory(motion, direction, clip_rng, size, t), clip_rng, backwards
+
+
 def render_video(class_index: int, *, size: int = 64, num_frames: int = 32, seed: int = 0,
                  group: int = 1, clip: int = 1) -> np.ndarray:
   """Frames [num_frames, size, size, 3] uint8 of one video: a pure function of the arguments."""
-  pair, backwards = divmod(class_index, 2)
-  _, _, motion, direction = _PAIRS[pair]
-  look_rng = look_generator(seed, class_index, group, clip)
-  clip_rng = np.random.default_rng([seed, class_index, group, clip, 1])
-  background, shape, colour = _look(look_rng, size)
-  t = np.linspace(0.0, 1.0, num_frames)
-  frames = _draw(background, shape, colour, *_trajectory(motion, direction, clip_rng, size, t))
+  background, shape, colour, motion, clip_rng, backwards = _scene(class_index, size, num_frames, seed,
+                                                                  group, clip)
+  frames = _draw(background, shape, colour, *motion)
   frames += clip_rng.uniform(1, 4) * clip_rng.standard_normal(size=frames.shape, dtype=np.float32)
   frames = np.clip(np.round(frames), 0, 255).astype(np.uint8)
   return frames[::-1] if backwards else frames
+
+
+def object_mask(class_index: int, *, size: int = 64, num_frames: int = 32, seed: int = 0,
+                group: int = 1, clip: int = 1) -> np.ndarray:
+  """Where the moving object is in `render_video`'s frames (same arguments): float32
+  [num_frames, size, size], the fraction of each pixel it covers (0 background, 1 object)."""
+  _, shape, _, motion, _, backwards = _scene(class_index, size, num_frames, seed, group, clip)
+  alpha = _draw(np.zeros((size, size, 3), np.float32), shape, np.ones(3), *motion)[..., 0]
+  return alpha[::-1] if backwards else alpha
 
 
 def write_video(path: str, frames: np.ndarray, *, fps: int | fractions.Fraction = 25,

@@ -232,7 +232,8 @@ def test_protocol(config, path: str, mesh, split: str | None = None, *,
   from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
   from vidtx import data as data_lib  # pylint: disable=g-import-not-at-top
   data_lib.require_prepared(config.data.dir)
-  from vidtx.data import format as data_format, integrity, pipeline, reading  # pylint: disable=g-import-not-at-top
+  from vidtx.data import format as data_format  # pylint: disable=g-import-not-at-top
+  from vidtx.data import integrity, pipeline, reading  # pylint: disable=g-import-not-at-top
 
   split = split or config.data.test_split
   label_names = integrity.label_names(config.data.dir)

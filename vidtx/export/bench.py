@@ -48,7 +48,8 @@ def benchmark(directory: str, *, batches=(1, 8), seconds: float = 3.0) -> list[d
       label = name
       if fixed is not None:
         calls = -(-batch // fixed)
-        label += f" (batch-{fixed} file{f' x {calls}' if calls > 1 else ''}{', padded' if batch % fixed else ''})"
+        label += f" (batch-{fixed} file{f' x {calls}' if calls > 1 else ''}"
+        label += f"{', padded' if batch % fixed else ''})"
       rows.append({"model": model, "format": label, "batch": batch, "latency_ms": 1e3 * latency,
                    "videos_per_s": batch / latency, "calls": len(times),
                    "input": "x".join(str(d) for d in found["input"]["shape"][1:])})

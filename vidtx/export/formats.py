@@ -204,10 +204,6 @@ def _stablehlo(path: str):
   from jax import export as jax_export  # pylint: disable=g-import-not-at-top
   with open(path, "rb") as f:
     exported = jax_export.deserialize(bytearray(f.read()))
-  here = jax.default_backend()
-  if here not in exported.platforms:
-    raise VidtxError(f"{path} was exported for {', '.join(exported.platforms)}, not for this machine's "
-                     f"{here}; export again on (or for) {here}")
   call = jax.jit(exported.call)
   return lambda video: np.asarray(call(video))
 
@@ -237,6 +233,10 @@ def load(directory: str, name: str, entry: dict):
   path = os.path.join(directory, entry["file"])
   if not os.path.exists(path):
     raise VidtxError(f"{path} is missing from the export directory; export again")
+  here = jax.default_backend()
+  if here not in entry.get("platforms", [here]):
+    raise VidtxError(f"{path} was exported for {', '.join(entry['platforms'])}, not for this machine's "
+                     f"{here}; export again on (or for) {here} (--platforms)")
   run = {"stablehlo": _stablehlo, "savedmodel": _savedmodel, "onnx": _onnx}[name](path)
   fixed = entry.get("batch")
   if fixed in (None, "dynamic"):

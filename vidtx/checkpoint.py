@@ -390,7 +390,8 @@ def check_model_matches(meta: dict, model_config, where: str) -> None:
   saved = _normalised(meta.get("model", {}))
   ours = _normalised(model_config.to_dict() if hasattr(model_config, "to_dict") else dict(model_config))
   non_structural = models.get_family(ours["name"]).non_structural  # keys that make no other model
-  for key in sorted(set(saved) | set(ours)):
+  # The model's name first: another family differs everywhere, and that is what to say.
+  for key in sorted(set(saved) | set(ours), key=lambda k: (k != "name", k)):
     if key in non_structural:
       continue
     if saved.get(key) != ours.get(key):

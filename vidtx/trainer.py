@@ -510,7 +510,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = writers.make_writer(workdir, is_main=is_main)
   if is_main and start_step < num_steps:
     writers.write_config(writer, config, start_step)
-  profiler = writers.StepProfiler(os.path.join(workdir, "profile"), config.train.profile_steps,
+  profile_dir = os.path.join(workdir, "profile")
+  if jax.process_count() > 1:  # processes on one host would write the same <host>.xplane.pb
+    profile_dir = os.path.join(profile_dir, f"process_{jax.process_index()}")
+  profiler = writers.StepProfiler(profile_dir, config.train.profile_steps,
                                   first_step=start_step + 2)  # after one step of warm-up (compiling)
   progress = writers.Progress(num_steps, start_step, plan["global_batch"], flops_per_clip,
                               peak * jax.device_count() if peak else None)

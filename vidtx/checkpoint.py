@@ -58,6 +58,16 @@ logging.getLogger("absl").addFilter(_QuietOrbax())
 logging.getLogger("asyncio").addFilter(_QuietOrbax())
 
 
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, without JAX's preemption sync: vidtx agrees on a stop itself
+  (vidtx.multihost.StopSignals) and turns JAX's preemption service off, which orbax releases
+  before 0.12 would query at every save of a multi-process run, and fail."""
+
+  def reached_preemption(self, step: int) -> bool:
+    del step
+    return False
+
+
 def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = False,
              train: bool | None = None):
   options = ocp.CheckpointManagerOptions(
@@ -72,7 +82,7 @@ def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = 
   )
   train = not best if train is None else train
   items = ("variables", "train", "meta") if train else ("variables", "meta")
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=items)
+  return _Manager(os.path.abspath(directory), options=options, item_names=items)
 
 
 def _json_ready(meta: dict) -> dict:
@@ -296,7 +306,7 @@ class Checkpoints:
 
 def save_variables(directory: str, variables: dict, meta: dict) -> None:
   """Writes a standalone (e.g. converted) checkpoint that eval.py and predict.py accept."""
-  with ocp.CheckpointManager(os.path.abspath(directory), item_names=("variables", "meta")) as mngr:
+  with _Manager(os.path.abspath(directory), item_names=("variables", "meta")) as mngr:
     mngr.save(0, args=ocp.args.Composite(
         variables=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(_json_ready(meta))))
     mngr.wait_until_finished()

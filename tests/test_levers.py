@@ -13,12 +13,11 @@ from vidtx.models import vit
 SCANNED = [
     ("tokshift", {}),
     ("timesformer", {}),
-    ("timesformer", {"attention_type": "space_only"}),
     ("vivit", {"model": "factorised_encoder", "temporal_depth": 2}),
 ]
 
 
-def _config(name, depth=3, **extra):
+def _config(name, depth=2, **extra):
   return ml_collections.ConfigDict(dict(name=name, num_classes=5, dtype="float32",
                                         **dict(vit.TINY, depth=depth), drop_path_rate=0.1, **extra))
 

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 
 from vidtx import models
 from vidtx import messages
-from vidtx.errors import VidtxError
+from vidtx.errors import VidtxError, first_line
 
 
 DELETING = "deleting"  # old steps are renamed here first, so a kill never leaves half of one listed
@@ -87,11 +87,6 @@ def _manager(directory: str, *, keep: int | None, best: bool, read_only: bool = 
 
 def _json_ready(meta: dict) -> dict:
   return json.loads(json.dumps(meta, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
-def _first_line(error: BaseException) -> str:
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return f"{type(error).__name__}: {lines[0] if lines else ''}"[:160]
 
 
 def _no_space(error: BaseException) -> bool:
@@ -226,7 +221,7 @@ class Checkpoints:
     if _no_space(error):
       raise VidtxError(f"no space left on {directory} while saving step {step}; last good checkpoint: "
                        f"{last} (free space, then run the same command to resume)") from None
-    raise VidtxError(f"saving step {step} to {directory} failed ({_first_line(error)}); last good "
+    raise VidtxError(f"saving step {step} to {directory} failed ({first_line(error)}); last good "
                      f"checkpoint: {last}") from None
 
   def check(self) -> None:
@@ -275,7 +270,7 @@ class Checkpoints:
         if damaged:
           self.latest.reload()
         return step, variables, train, meta
-      damaged.append((step, _first_line(error) if error else "damaged on another process"))
+      damaged.append((step, first_line(error) if error else "damaged on another process"))
     if damaged:
       step, reason = damaged[0]
       raise VidtxError(f"no checkpoint in {self.latest.directory} restores (newest, step {step}: "
@@ -365,7 +360,7 @@ def _restore_first(path: str, items: dict):
       with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True)) as mngr:
         restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(f"{directory}/{step}: {_first_line(e)}")
+      errors.append(f"{directory}/{step}: {first_line(e)}")
       continue
     for error in errors:
       where, reason = error.split(": ", 1)

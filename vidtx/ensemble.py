@@ -19,16 +19,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.special
 
 from vidtx.errors import VidtxError
 
 KEYS = ("ids", "labels", "scores", "probs", "label_names", "averaging", "split", "protocol",
         "checkpoint")
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-  e = np.exp(x - x.max(axis=-1, keepdims=True))
-  return e / e.sum(axis=-1, keepdims=True)
 
 
 def write_scores(path: str, *, scores: np.ndarray, labels: np.ndarray, ids: Sequence[str],
@@ -39,7 +35,7 @@ def write_scores(path: str, *, scores: np.ndarray, labels: np.ndarray, ids: Sequ
   if scores.shape != (len(ids), len(label_names)) or len(labels) != len(ids):
     raise VidtxError(f"{path}: scores {scores.shape} do not fit {len(ids)} videos x "
                      f"{len(label_names)} classes")
-  probs = scores if averaging == "prob" else softmax(scores)
+  probs = scores if averaging == "prob" else scipy.special.softmax(scores, axis=-1)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.npz")

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidtx import messages
-from vidtx.errors import VidtxError
+from vidtx.errors import VidtxError, first_line
 
 # Bump when export.json or the files change so that an older reader would misread them.
 FORMAT_VERSION = 1
@@ -277,7 +277,7 @@ def check_formats(out: str, written: dict, inference, shape: list, family: str, 
     try:
       got = fmt.load(out, name, info)(video)
     except Exception as e:  # pylint: disable=broad-except  (the runtime cannot run the file)
-      reason = f"{fmt.TITLES[name]} written but does not run: {fmt.first_line(e)}"
+      reason = f"{fmt.TITLES[name]} written but does not run: {first_line(e, limit=300)}"
       reason += hint if name == "onnx" else ""
       messages.warn(f"{name}: model family {family!r} not exported ({reason})")
       fmt.remove(os.path.join(out, info["file"]))

@@ -21,16 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidtx import messages
-from vidtx.errors import VidtxError
+from vidtx.errors import VidtxError, first_line
 
 TITLES = {"stablehlo": "StableHLO", "savedmodel": "SavedModel", "onnx": "ONNX"}
 ONNX_OPSET = 21
 INSTALL_EXPORT = 'pip install -e ".[export]"'
-
-
-def first_line(error: BaseException) -> str:
-  lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-  return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def remove(path: str) -> None:
@@ -66,7 +61,7 @@ def write_stablehlo(fn, shape: list, path: str, platforms, family: str):
       exported = jax_export.export(jax.jit(fn), platforms=tried_platforms)(_spec(tried, "b"))
       break
     except Exception as e:  # pylint: disable=broad-except  (said below, or raised at the end)
-      first_error = first_error or first_line(e)
+      first_error = first_error or first_line(e, limit=300)
   else:
     raise VidtxError(f"StableHLO export of model family {family!r} failed: {first_error}")
   notes = []
@@ -111,7 +106,7 @@ def write_savedmodel(fn_with_weights, weights: list, shape: list, path: str, pla
     tf.saved_model.save(module, path, signatures={"serving_default": serve})
   except Exception as e:  # pylint: disable=broad-except
     remove(path)
-    return _skipped("savedmodel", family, first_line(e))
+    return _skipped("savedmodel", family, first_line(e, limit=300))
   return {"file": os.path.basename(path), "batch": batch, "platforms": list(platforms),
           "signature": "serving_default", "input": "video", "output": "probabilities",
           "route": "jax.experimental.jax2tf.convert, native serialization (StableHLO in XlaCallModule)"}
@@ -178,7 +173,7 @@ def write_onnx(fn, shape: list, path: str, family: str) -> dict:
       if shape[0] is not None:
         raise
       notes.append(f"no symbolic batch in jax2onnx for family {family!r}, exported with batch 1 "
-                   f"({first_line(e)})")
+                   f"({first_line(e, limit=300)})")
       messages.warn(f"onnx: {notes[-1]}")
       remove(path)
       shape = [1] + list(shape[1:])
@@ -186,7 +181,7 @@ def write_onnx(fn, shape: list, path: str, family: str) -> dict:
   except Exception as e:  # pylint: disable=broad-except  (an op jax2onnx does not convert)
     remove(path)
     remove(path + ".data")
-    return _skipped("onnx", family, f"jax2onnx cannot convert it: {first_line(e)}")
+    return _skipped("onnx", family, f"jax2onnx cannot convert it: {first_line(e, limit=300)}")
   finally:
     quiet.setLevel(level)
   entry = {"file": os.path.basename(path), "batch": "dynamic" if shape[0] is None else shape[0],

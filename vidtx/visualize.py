@@ -181,12 +181,10 @@ def load_clip(path: str, config, prepared: dict) -> np.ndarray:
   """A video file as the model sees it in the test protocol, one view: the middle clip, its most
   central crop; uint8 [T, H, W, 3]. `prepared`: how the training data was prepared (the
   checkpoint's meta), as predict.py decodes."""
+  from vidtx import export  # pylint: disable=g-import-not-at-top
   from vidtx.data import decode, protocol, views  # pylint: disable=g-import-not-at-top
 
-  decoded = decode.decode_video(
-      path, short_side=prepared.get("short_side", 256), fps=prepared.get("fps"),
-      max_frames=prepared.get("max_frames"), jpeg_quality=prepared.get("jpeg_quality", 90),
-      pixel_aspect=prepared.get("pixel_aspect", "apply"))
+  decoded = decode.decode_video(path, **export.decode_settings(prepared))
   data, clips, crops = config.data, config.data.test_clips, config.data.test_crops
   plan = protocol.plan(decoded.source, len(decoded.jpeg_frames), data, clips, crops)
   centre = (np.asarray(plan.resized_hw) - data.image_size) / 2

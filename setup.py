@@ -1,7 +1,11 @@
 """vidtx: video transformers (and TSM) in JAX/Flax, on GPUs and TPU pods."""
 import setuptools
 
-EXPORT = ["jax2onnx>=0.17", "onnx>=1.17", "onnxruntime>=1.20"]
+# ONNX export runs jax2onnx, installed on its own with --no-deps (README, .ci/run): its
+# orbax-checkpoint<0.11.37 pin would downgrade the checkpoint code every user runs, and none of
+# its modules imports orbax. These are the packages its modules do import, besides vidtx's own.
+EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnx-ir>=0.2.1", "equinox>=0.13.1", "einops>=0.8.1",
+          "pyyaml>=6"]
 
 setuptools.setup(
     name="vidtx",

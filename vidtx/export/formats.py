@@ -25,7 +25,7 @@ from vidtx.errors import VidtxError, first_line
 
 TITLES = {"stablehlo": "StableHLO", "savedmodel": "SavedModel", "onnx": "ONNX"}
 ONNX_OPSET = 21
-INSTALL_EXPORT = 'pip install -e ".[export]"'
+INSTALL_EXPORT = 'pip install -e ".[export]" && pip install --no-deps jax2onnx==0.17.1'
 
 
 def remove(path: str) -> None:

@@ -1,10 +1,21 @@
-"""Test set-up: 8 virtual CPU devices (multi-device code is tested on CPU), quiet TensorFlow."""
+"""Test set-up: 8 virtual CPU devices (multi-device code is tested on CPU), quiet TensorFlow, one
+XLA compilation cache per run, the shared trained smoke run."""
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX initialises its backends.
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# One XLA compilation cache for the whole run, this process and every one it starts: the many
+# tests and command lines that compile the same smoke steps compile each once.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="vidtx-test-xla-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
 
@@ -17,3 +28,24 @@ def smoke_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("data") / "synthetic_smoke")
   synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
   return path
+
+
+@pytest.fixture(scope="session")
+def trained(smoke_data_dir, tmp_path_factory):
+  """The test run's one trained smoke demo, shared by every test that needs a trained checkpoint:
+  (config, workdir, final metrics). Treat both as read-only: copy the config
+  (`config.copy_and_resolve_references()`) or the workdir (`shutil.copytree`) before changing them.
+
+  6 steps of configs/demo.py:smoke=True with mixup, SWA from step 2 (a `swa/` checkpoint), a
+  2-step profile, a made-up peak of 1 GFLOP/s per device (so MFU is shown), validation at steps
+  3 and 6 and checkpoints at steps 2, 4 and 6.
+  """
+  import data_fixtures  # pylint: disable=g-import-not-at-top
+  from vidtx import trainer  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp("trained"))
+  config = data_fixtures.smoke_config(smoke_data_dir, peak_flops_per_device=1e9, profile_steps=2,
+                                      checkpoint_every=2)
+  config.train.mix.kind = "mixup"
+  config.optim.swa.start_steps = 2
+  metrics = trainer.train_and_evaluate(config, workdir)
+  return config, workdir, metrics

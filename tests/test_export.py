@@ -42,18 +42,9 @@ def one_line_error(run, *pieces):
 
 
 @pytest.fixture(scope="session")
-def demo_trained(request, smoke_data_dir, tmp_path_factory):
-  """(config, workdir): the shared trained smoke demo where conftest has one, else trained here."""
-  try:
-    config, workdir, _ = request.getfixturevalue("trained")
-    return config, workdir
-  except pytest.FixtureLookupError:
-    pass
-  from vidtx import trainer  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path_factory.mktemp("trained"))
-  config = data_fixtures.smoke_config(smoke_data_dir, peak_flops_per_device=1e9)
-  config.optim.swa.start_steps = 2  # SWA over steps 2..6: a swa/ checkpoint too
-  trainer.train_and_evaluate(config, workdir)
+def demo_trained(trained):
+  """(config, workdir): the shared trained smoke demo (conftest), SWA checkpoint included."""
+  config, workdir, _ = trained
   return config, workdir
 
 

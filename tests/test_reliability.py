@@ -38,13 +38,19 @@ def not_built(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def three_checkpoints(smoke_data_dir, tmp_path_factory):
-  """A smoke run with checkpoints at steps 2, 4 and 6: (config, workdir)."""
-  workdir = str(tmp_path_factory.mktemp("three"))
-  config = smoke_config(smoke_data_dir, checkpoint_every=2, val_every=0)
-  trainer.train_and_evaluate(config, workdir)
+def three_checkpoints(trained):
+  """The shared trained smoke run (conftest), with checkpoints at steps 2, 4 and 6: (config, workdir)."""
+  config, workdir, _ = trained
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
   return config, workdir
+
+
+def resumed(config, data_dir=None, **train):
+  """A copy of the shared run's config (on `data_dir`), to resume a copy of its workdir with."""
+  config = config.copy_and_resolve_references()
+  config.data.dir = data_dir or config.data.dir
+  config.train.update(train)
+  return config
 
 
 def copy_of(path, tmp_path, name="copy") -> str:
@@ -110,7 +116,7 @@ def test_resume_refuses_a_dataset_with_another_label_map(three_checkpoints, smok
   workdir = copy_of(workdir, tmp_path)
   with pytest.raises(VidtxError, match=rf"label 0 is 'Other' in the dataset and '{names[0]}' in the "
                                        "checkpoint"):
-    trainer.train_and_evaluate(smoke_config(data_dir, checkpoint_every=2, val_every=0), workdir)
+    trainer.train_and_evaluate(resumed(config, data_dir), workdir)
   # The checkpoint still names its own classes.
   assert ckpt.read_meta(os.path.join(workdir, "checkpoints"))["label_names"] == names
 
@@ -174,8 +180,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(three_checkpoi
   checkpoints = os.path.join(workdir, "checkpoints")
   DAMAGE[damage](os.path.join(checkpoints, "6"))
   # num_steps=4: the resumed run has nothing left to train (the fallback is what is tested).
-  trainer.train_and_evaluate(smoke_config(config.data.dir, checkpoint_every=2, val_every=0,
-                                          num_steps=4), workdir)
+  trainer.train_and_evaluate(resumed(config, num_steps=4), workdir)
   out = capsys.readouterr()
   assert f"warning: checkpoint {checkpoints}/6 is damaged (" in out.err
   assert f"moved to {checkpoints}/damaged/6, using the one before" in out.err
@@ -187,7 +192,7 @@ def test_training_goes_on_from_the_intact_checkpoint(three_checkpoints, tmp_path
   config, workdir = three_checkpoints
   workdir = copy_of(workdir, tmp_path)
   DAMAGE["truncated array file"](os.path.join(workdir, "checkpoints", "6"))
-  trainer.train_and_evaluate(smoke_config(config.data.dir, checkpoint_every=2, val_every=0), workdir)
+  trainer.train_and_evaluate(resumed(config), workdir)
   # Steps 5 and 6 again: the same parameters as the first time (checked against the copy kept).
   mesh = sharding.make_mesh(config.mesh)
   _, again, meta = evaluate.restore_model(config, os.path.join(workdir, "checkpoints", "6"), mesh)
@@ -206,7 +211,7 @@ def test_no_intact_checkpoint_is_one_clear_line(three_checkpoints, tmp_path):
   for step in ("2", "4", "6"):
     DAMAGE["missing metadata"](os.path.join(workdir, "checkpoints", step))
   with pytest.raises(VidtxError, match=r"no checkpoint in .*/checkpoints restores \(newest, step 6: "):
-    trainer.train_and_evaluate(smoke_config(config.data.dir, checkpoint_every=2, val_every=0), workdir)
+    trainer.train_and_evaluate(resumed(config), workdir)
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]  # all kept
 
 

@@ -39,6 +39,6 @@ setuptools.setup(
     extras_require={
         # Serving formats beyond StableHLO (jax.export) and the SavedModel (TensorFlow, above).
         "export": EXPORT,
-        "test": ["pytest>=8"] + EXPORT,
+        "test": ["pytest>=8", "pytest-xdist>=3.5"] + EXPORT,
     },
 )

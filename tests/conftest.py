@@ -1,7 +1,11 @@
 """Test set-up: 8 virtual CPU devices (multi-device code is tested on CPU), quiet TensorFlow, one
 XLA compilation cache per run, the shared trained smoke run."""
 import atexit
+import contextlib
+import fcntl
+import json
 import os
+import pathlib
 import shutil
 import tempfile
 
@@ -20,21 +24,39 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import pytest  # noqa: E402
 
 
+def run_root(tmp_path_factory) -> pathlib.Path:
+  """A directory every pytest-xdist worker of this run sees (the base temp dir without xdist)."""
+  base = tmp_path_factory.getbasetemp()
+  return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def run_lock(tmp_path_factory, name: str):
+  """Held by one process of the run at a time: the first to take it makes what the others reuse."""
+  with open(run_root(tmp_path_factory) / f"{name}.lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def smoke_data_dir(tmp_path_factory):
-  """The tiny synthetic dataset every smoke config uses, prepared once per session."""
+  """The tiny synthetic dataset every smoke config uses, prepared once per run (all workers)."""
   from configs import demo  # pylint: disable=g-import-not-at-top
   from vidtx.data import synthetic  # pylint: disable=g-import-not-at-top
-  path = str(tmp_path_factory.mktemp("data") / "synthetic_smoke")
-  synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
+  path = str(run_root(tmp_path_factory) / "data" / "synthetic_smoke")
+  with run_lock(tmp_path_factory, "smoke_data"):
+    synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
   return path
 
 
 @pytest.fixture(scope="session")
 def trained(smoke_data_dir, tmp_path_factory):
-  """The test run's one trained smoke demo, shared by every test that needs a trained checkpoint:
-  (config, workdir, final metrics). Treat both as read-only: copy the config
-  (`config.copy_and_resolve_references()`) or the workdir (`shutil.copytree`) before changing them.
+  """The test run's one trained smoke demo, shared by every test (and xdist worker) that needs a
+  trained checkpoint: (config, workdir, final metrics). Treat them as read-only: copy the config
+  (`config.copy_and_resolve_references()`) or the workdir (`shutil.copytree`) before changing it.
 
   6 steps of configs/demo.py:smoke=True with mixup, SWA from step 2 (a `swa/` checkpoint), a
   2-step profile, a made-up peak of 1 GFLOP/s per device (so MFU is shown), validation at steps
@@ -42,10 +64,14 @@ def trained(smoke_data_dir, tmp_path_factory):
   """
   import data_fixtures  # pylint: disable=g-import-not-at-top
   from vidtx import trainer  # pylint: disable=g-import-not-at-top
-  workdir = str(tmp_path_factory.mktemp("trained"))
+  workdir = run_root(tmp_path_factory) / "trained"
   config = data_fixtures.smoke_config(smoke_data_dir, peak_flops_per_device=1e9, profile_steps=2,
                                       checkpoint_every=2)
   config.train.mix.kind = "mixup"
   config.optim.swa.start_steps = 2
-  metrics = trainer.train_and_evaluate(config, workdir)
-  return config, workdir, metrics
+  done = run_root(tmp_path_factory) / "trained_metrics.json"
+  with run_lock(tmp_path_factory, "trained"):
+    if not done.exists():
+      metrics = trainer.train_and_evaluate(config, str(workdir))
+      done.write_text(json.dumps({k: float(v) for k, v in metrics.items()}))
+  return config, str(workdir), json.loads(done.read_text())

@@ -43,6 +43,7 @@ def test_ucf101_like_sources_match_the_profile(tmp_path):
   assert [os.path.getmtime(p) for p in paths] == before  # existing videos are kept
 
 
+@pytest.mark.slow
 def test_bench_measures_the_pipeline_and_the_pyav_baseline(tmp_path):
   from vidtx.data import prepare, sources  # pylint: disable=g-import-not-at-top  (TensorFlow)
   videos = str(tmp_path / "videos")

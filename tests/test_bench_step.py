@@ -22,6 +22,7 @@ def _without_tensorflow(tmp_path) -> dict:
   return env
 
 
+@pytest.mark.slow
 def test_bench_step_runs_without_tensorflow_and_reports_every_field(tmp_path):
   out = tmp_path / "bench.json"
   proc = subprocess.run(
@@ -41,6 +42,7 @@ def test_bench_step_runs_without_tensorflow_and_reports_every_field(tmp_path):
   assert "vivit" in proc.stdout and "clips/s" in proc.stdout
 
 
+@pytest.mark.slow
 def test_zoo_runs_the_chosen_models_in_the_given_order_with_lever_sets(tmp_path):
   out = tmp_path / "zoo.json"
   md = tmp_path / "zoo.md"
@@ -62,6 +64,7 @@ def test_unknown_zoo_model_is_a_clear_error():
     bench_step.zoo_entries("Swin-XXL")
 
 
+@pytest.mark.slow
 def test_compile_only_reports_memory_and_remat_keeps_less_for_the_backward_pass():
   """--compile_only allocates nothing and reports per-device memory; full remat keeps less for
   the backward pass than none, with the same parameters and optimizer state."""

@@ -93,6 +93,7 @@ def flax_probabilities(config, variables, video):
 
 # ----------------------------------------------------------------------------- every family
 @pytest.mark.parametrize("family", sorted(FAMILY_CONFIGS))
+@pytest.mark.slow
 def test_converted_checkpoint_of_every_family_exports_to_every_format(family, tmp_path, videos):
   config = importlib.import_module(f"configs.{FAMILY_CONFIGS[family]}").get_config("smoke=True")
   checkpoint, variables = converted_checkpoint(config, tmp_path)

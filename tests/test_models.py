@@ -413,6 +413,7 @@ def test_swin_runs_on_sizes_that_need_padding():
 
 # ----------------------------------------------------------------------------- counts
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,entry", [(n, e) for n, e in flops.published() if e.params or e.gmacs],
                          ids=lambda x: getattr(x, "label", x))
 def test_full_size_params_and_macs_match_published(name, entry):

@@ -23,6 +23,8 @@ import pytest
 from configs import demo
 from vidtx import evaluate, multihost, sharding, trainer
 
+pytestmark = pytest.mark.slow  # several processes joined by jax.distributed, launchers, a dead peer
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A constant learning rate, so that a run's trajectory does not depend on its num_steps.
 TRAIN = {"optim.schedule": "constant", "train.log_every": 1, "train.checkpoint_every": 2,

@@ -207,6 +207,7 @@ def test_decode_shows_frames_as_a_player_turns_them(tmp_path, degrees, corner):
   assert bright_corner(resized.jpeg_frames[0]) == corner
 
 
+@pytest.mark.slow
 def test_decode_gives_up_past_the_timeout(tmp_path):
   path = str(tmp_path / "slow.mp4")
   write_video(path, grey_ramp(10, 48, 64), codec="h264")
@@ -315,12 +316,14 @@ def test_interruption_while_finishing_recovers(prepared, ucf_tree, tmp_path, mon
   assert shard_bytes(out) == shard_bytes(prepared[0])
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_bytes(prepared, ucf_tree, tmp_path):
   out = str(tmp_path / "parallel")
   prepare_ucf(ucf_tree, out, workers=2)
   assert shard_bytes(out) == shard_bytes(prepared[0])
 
 
+@pytest.mark.slow
 def test_a_video_past_the_timeout_is_reported_and_the_run_goes_on(ucf_tree, tmp_path, monkeypatch):
   slow_id = "v_ClassA_g01_c01"  # 20 frames; 0.2 s each here
   encode = decode._FrameEncoder.__call__
@@ -391,6 +394,7 @@ def same_bytes_as_if_it_failed(entries, video, out, monkeypatch):
   return shard_bytes(normal) == shard_bytes(out)
 
 
+@pytest.mark.slow
 def test_a_hung_decoder_is_killed_and_its_video_reported(tmp_path, monkeypatch):
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
   monkeypatch.setattr(workers, "HANG_GRACE", 0.5)
@@ -419,6 +423,7 @@ def assert_only_that_video_lost(info, entries, video, out, *, video_timeout, mon
   assert same_bytes_as_if_it_failed(entries, video, out, monkeypatch)
 
 
+@pytest.mark.slow
 def test_the_watchdog_guards_a_single_shard_too(tmp_path, monkeypatch):
   # One shard left means one worker process (not this process), so a hang is still caught.
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
@@ -481,6 +486,7 @@ def kill_the_reader(fifo, killed):
   return thread
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypatch):
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
   out = str(tmp_path / "died")
@@ -498,6 +504,7 @@ def test_a_worker_that_dies_on_a_video_loses_only_that_video(tmp_path, monkeypat
       reason="the worker decoding it died (killed by signal 9, SIGKILL: out of memory?)")
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_on_no_video_stops_the_run(tmp_path, monkeypatch):
   entries, hanging, release = clips_and_a_hanging_video(tmp_path)
   blame = workers.videos_lost  # as if the worker had died between two videos:

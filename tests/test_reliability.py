@@ -245,6 +245,7 @@ def test_eval_takes_the_best_recorded_score_not_the_highest_step(tmp_path, capsy
   assert f"warning: checkpoint {best}/2 is damaged" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_kill_while_deleting_an_old_checkpoint_leaves_no_half_step_listed(tmp_path):
   # Saves steps 1..3 keeping 1; the deletion of an old step is killed (SIGKILL) half-way.
   script = f"""
@@ -298,6 +299,7 @@ def small_disk(tmp_path):
   subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_resumes_once_freed(smoke_data_dir, small_disk, capfd):
   mount, grow = small_disk
   workdir = os.path.join(mount, "w")
@@ -335,6 +337,7 @@ def test_no_space_is_recognised_in_orbax_errors():
 
 
 # ----------------------------------------------------------------------------- stop signals
+@pytest.mark.slow
 def test_sigint_saves_where_it_stopped(smoke_data_dir, tmp_path):
   # (SIGTERM, and resuming bit-identically: test_train.py; on two processes: test_multihost.py.)
   workdir = str(tmp_path / "w")
@@ -362,6 +365,7 @@ def overwrite_middle(path: str) -> None:
     f.write(np.random.RandomState(1).bytes(size // 3))
 
 
+@pytest.mark.slow
 def test_a_corrupted_training_shard_ends_the_run_naming_it_with_progress_saved(smoke_data_dir,
                                                                                 tmp_path):
   data_dir = copy_of(smoke_data_dir, tmp_path)

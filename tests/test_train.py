@@ -75,6 +75,7 @@ def final_params(workdir, config):
   return jax.device_get(variables), meta
 
 
+@pytest.mark.slow
 def test_sigkill_or_sigterm_then_resume_matches_uninterrupted_run(data_dir, tmp_path):
   overrides = config_overrides(data_dir, **{"train.num_steps": 40, "train.checkpoint_every": 4,
                                             "train.val_every": 0, "train.log_every": 4,

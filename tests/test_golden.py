@@ -32,8 +32,8 @@ CASES = {
     "pptsm_r50": ("paddlevideo", "from_paddle",
                   dict(name="tsm", num_frames=8, image_size=20, depth=50, width=4)),
     "videoswin": ("paddlevideo", "from_paddle",
-                  dict(name="swin", num_frames=8, image_size=16, embed_dim=16, depths=(2, 2),
-                       num_heads=(2, 4), window_size=(2, 2, 2), patch_size=(2, 4, 4),
+                  dict(name="swin", num_frames=8, image_size=24, embed_dim=16, depths=(2, 2),
+                       num_heads=(2, 4), window_size=(2, 4, 4), patch_size=(2, 4, 4),
                        drop_path_rate=0.2)),
     # mx-mark's blocks use LayerNorm eps 1e-5 (its final norm 1e-6).
     "mx_timesformer": ("mxmark", "from_mxmark",

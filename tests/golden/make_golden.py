@@ -79,17 +79,18 @@ CASES = {
                   drop_ratio=0.5, std=0.01, num_seg=8),
         input=dict(shape=(2, 8, 3, 20, 20), layout="NTCHW")),
     # configs/recognition/videoswin/videoswin_base_k400_videos.yaml: two stages; 8 frames of
-    # 16x16 make a 4x4x4 token grid, so windows (2, 2, 2) shift along every axis in stage 0; in
-    # stage 1 (4x2x2) the spatial window is clipped (shift 0 there, Paddle's index slice).
+    # 24x24 make a 4x6x6 token grid, padded to windows (2, 4, 4) that shift along every axis in
+    # stage 0; stage 1's 4x3x3 grid clips the spatial window to 3x3 (no spatial shift; Paddle
+    # slices its relative_position_index, a quirk vidtx keeps).
     "videoswin": dict(
         seed="paddlevideo", framework="RecognizerTransformer",
         backbone=dict(name="SwinTransformer3D", patch_size=[2, 4, 4], embed_dim=16, depths=[2, 2],
-                      num_heads=[2, 4], window_size=[2, 2, 2], mlp_ratio=4.0, qkv_bias=True,
+                      num_heads=[2, 4], window_size=[2, 4, 4], mlp_ratio=4.0, qkv_bias=True,
                       qk_scale=None, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.2,
                       patch_norm=True),
         head=dict(name="I3DHead", num_classes=NUM_CLASSES, in_channels=32, spatial_type="avg",
                   drop_ratio=0.5, std=0.01),
-        input=dict(shape=(2, 3, 8, 16, 16), layout="NCTHW")),
+        input=dict(shape=(2, 3, 8, 24, 24), layout="NCTHW")),
     # mx-mark model_trainer.py: TimeSformer(Conv2d, divided_space_time) + ClassificationHead.
     "mx_timesformer": dict(
         seed="mxmark", framework="TimeSformer",

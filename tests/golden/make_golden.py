@@ -112,7 +112,6 @@ CASES = {
 }
 SEED_REPOS = {"paddlevideo": "PaddlePaddle/PaddleVideo",
               "mxmark": "mx-mark/VideoTransformer-pytorch"}
-OUT_DIRS = {"paddlevideo": "paddlevideo", "mxmark": "mxmark"}
 
 
 # ----------------------------------------------------------------------------- random weights
@@ -241,7 +240,8 @@ def run_paddle(case: dict, src: str, weights_path: str, x: np.ndarray):
   paddle.save(model.state_dict(), weights_path)
   with paddle.no_grad():
     logits = model.forward_net(paddle.to_tensor(x)).numpy()
-  # The saved file alone gives these logits (a fresh model, its own init, then the file).
+  # The saved file alone gives these logits: a fresh model (its own init) loads it; PP-TSM's
+  # ResNetTweaksTSM cannot be built twice in a process, so it reloads the same model.
   fresh = build_paddle(case, src) if case["framework"] != "Recognizer2D" else model
   fresh.set_state_dict(paddle.load(weights_path))
   with paddle.no_grad():
@@ -321,8 +321,9 @@ def run_mxmark(case: dict, src: str, weights_path: str, x: np.ndarray):
   kinds = torch_kinds(model)
   state = model.state_dict()
   assert sorted(state) == sorted(kinds), sorted(set(state) ^ set(kinds))
-  model.load_state_dict({n: torch.from_numpy(random_value(rng, *kinds[n][:1], tuple(t.shape), kinds[n][1]))
-                         for n, t in state.items()})
+  model.load_state_dict({name: torch.from_numpy(random_value(rng, kinds[name][0], tuple(t.shape),
+                                                           kinds[name][1]))
+                         for name, t in state.items()})
   # As PyTorch Lightning 1.3 saves a checkpoint (mx-mark's released files): the weights under
   # 'state_dict', with the optimizer and LR scheduler states its recipe has (SGD nesterov,
   # MultiStepLR; model_trainer.configure_optimizers).
@@ -345,7 +346,7 @@ def run_mxmark(case: dict, src: str, weights_path: str, x: np.ndarray):
 def make_one(name: str, src: str, commit: str, out_root: str) -> None:
   """Builds, saves and runs one case (in this process, which has its framework)."""
   case = dict(CASES[name], name=name)
-  out_dir = os.path.join(out_root, OUT_DIRS[case["seed"]])
+  out_dir = os.path.join(out_root, case["seed"])
   os.makedirs(out_dir, exist_ok=True)
   ext = ".pdparams" if case["seed"] == "paddlevideo" else ".pth"
   weights_path = os.path.join(out_dir, name + ext)

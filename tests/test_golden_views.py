@@ -11,7 +11,6 @@ from flax import traverse_util
 
 import predict
 from vidtx import convert, export, models
-from vidtx.convert import engine
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "views")
 VIDEO = os.path.join(GOLDEN, "sar4x3.mp4")
@@ -52,7 +51,7 @@ def converted(tmp_path_factory):
   source = str(tmp / "seed.pdparams")
   convert.save_pdparams(convert.to_paddle(traverse_util.unflatten_dict(flat), config), source)
   out = str(tmp / "converted")
-  assert engine.convert_checkpoint(config, source, out)["prepared"] == {}
+  assert convert.convert_checkpoint(config, source, out)["prepared"] == {}
   return out
 
 

@@ -139,7 +139,7 @@ def versions(root: str) -> dict:
   except (OSError, subprocess.CalledProcessError):
     pass
   return {"paddlevideo": commit, "python": sys.version.split()[0], "numpy": np.__version__,
-          "av": av.__version__, "ffmpeg (PyAV)": ".".join(map(str, av.library_versions["libavcodec"])),
+          "av": av.__version__, "libavcodec (PyAV's)": ".".join(map(str, av.library_versions["libavcodec"])),
           "decord": decord.__version__, "paddlepaddle": paddle.__version__, "opencv": cv2.__version__,
           "pillow": PIL.__version__}
 
@@ -160,9 +160,15 @@ def main():
                   "shape": list(arrays[name].shape)}
     print(name, arrays[name].shape, arrays[name].dtype)
   np.savez_compressed(os.path.join(args.out, "views.npz"), **arrays)
+  import av
+  import decord
+  with av.open(path) as container:  # the two seed decoders give the same RGB frames?
+    pyav = np.stack([f.to_rgb().to_ndarray() for f in container.decode(video=0)])
+  reader = decord.VideoReader(path)
+  same = bool(np.array_equal(pyav, reader.get_batch(list(range(len(reader)))).asnumpy()))
   meta = {"video": {"file": VIDEO, "stored": [WIDTH, HEIGHT], "sar": str(SAR), "fps": RATE,
                     "frames": FRAMES, "codec": "h264 yuv420p"},
-          "pipelines": info, "versions": versions(os.path.abspath(args.paddlevideo)),
+          "decord_frames_equal_pyav_to_rgb": same, "pipelines": info, "versions": versions(os.path.abspath(args.paddlevideo)),
           "made_by": "tests/golden/views/make_views.py"}
   with open(os.path.join(args.out, "views.json"), "w") as f:
     json.dump(meta, f, indent=1)

@@ -11,6 +11,7 @@ from flax import traverse_util
 
 import predict
 from vidtx import convert, export, models
+from vidtx.errors import VidtxError
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "views")
 VIDEO = os.path.join(GOLDEN, "sar4x3.mp4")
@@ -88,3 +89,5 @@ def test_recorded_preparation_is_kept():
   assert export.decode_settings(prepared, data) == dict(prepared, fps=None, max_frames=None)
   assert export.decode_settings({}, data)["pixel_aspect"] == "ignore"
   assert export.decode_settings({}, ml_collections.ConfigDict({"test_decoder": "vidtx"}))["short_side"] == 256
+  with pytest.raises(VidtxError, match="config.data.test_decoder='ffmpeg'"):
+    export.decode_settings({}, ml_collections.ConfigDict({"test_decoder": "ffmpeg"}))

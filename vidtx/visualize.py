@@ -184,7 +184,7 @@ def load_clip(path: str, config, prepared: dict) -> np.ndarray:
   from vidtx import export  # pylint: disable=g-import-not-at-top
   from vidtx.data import decode, protocol, views  # pylint: disable=g-import-not-at-top
 
-  decoded = decode.decode_video(path, **export.decode_settings(prepared))
+  decoded = decode.decode_video(path, **export.decode_settings(prepared, config.data))
   data, clips, crops = config.data, config.data.test_clips, config.data.test_crops
   plan = protocol.plan(decoded.source, len(decoded.jpeg_frames), data, clips, crops)
   centre = (np.asarray(plan.resized_hw) - data.image_size) / 2
@@ -227,7 +227,7 @@ def write(out_dir: str, name: str, clip: np.ndarray, maps: Maps, label_names: Se
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
 
-  from vidtx import cli, evaluate, messages, sharding  # pylint: disable=g-import-not-at-top
+  from vidtx import cli, evaluate, export, messages, sharding  # pylint: disable=g-import-not-at-top
 
   FLAGS = flags.FLAGS
   videos = argv[1:]
@@ -238,6 +238,7 @@ def main(argv):
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   model, variables, meta = evaluate.restore_model(config, FLAGS.checkpoint, mesh)
   label_names = meta["label_names"]
+  export.checkpoint_decoding(meta, config.data, FLAGS.checkpoint)  # says what it assumed
   names = set()
   for path in videos:
     clip = load_clip(path, config, meta.get("prepared") or {})

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-import data_fixtures
+import cli_runner
 import predict
 from vidtx import convert, export, models
 from vidtx.errors import VidtxError
@@ -27,7 +27,11 @@ FAMILY_CONFIGS = {"tokshift": "tokshift_ucf101", "timesformer": "timesformer_k40
 LABELS = ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
 
 
-def run_cli(*args):
+run_cli = cli_runner.run_main  # in this process: no second import of JAX and TensorFlow
+
+
+def run_process(*args):
+  """`python ARGS...` in a new process: for what must not see this process's imports."""
   return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -187,7 +191,7 @@ def test_demo_export_and_predict_command_lines(demo_trained, videos, tmp_path):
       assert np.allclose(tf_probs, probs, atol=1e-6) and np.allclose(onnx_probs, probs, atol=1e-6)
       print("ok")
       """)
-  standalone = run_cli("-c", script)
+  standalone = run_process("-c", script)
   assert standalone.stdout.strip() == "ok", standalone.stderr
 
 
@@ -257,5 +261,5 @@ def test_bad_input_is_one_line(demo_trained, videos, tmp_path):
 def test_export_and_stablehlo_path_import_without_tensorflow():
   script = ("import sys; import vidtx.export, vidtx.export.formats, vidtx.export.bench; "
             "assert not [m for m in sys.modules if m.startswith(('tensorflow', 'onnx', 'jax2onnx'))]")
-  run = run_cli("-c", script)
+  run = run_process("-c", script)
   assert run.returncode == 0, run.stderr

@@ -1,13 +1,12 @@
 """The frame index: where each JPEG lies in the shard files."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+import cli_runner  # noqa: E402
 import data_fixtures as fx  # noqa: E402
 from vidtx.data import frame_index  # noqa: E402
 from vidtx.errors import VidtxError  # noqa: E402
@@ -75,8 +74,7 @@ def test_cli_indexes_a_dataset_made_without_one(tmp_path, capsys):
   with pytest.raises(VidtxError, match="does not exist"):
     frame_index.main(["frame_index", str(tmp_path / "nothing")])
   # From the command line: one line and exit status 1.
-  result = subprocess.run([sys.executable, "-m", "vidtx.data.frame_index"], capture_output=True,
-                          text=True, timeout=120)
+  result = cli_runner.run_main("-m", "vidtx.data.frame_index")
   assert result.returncode == 1
   assert result.stderr.strip().splitlines() == [
       "error: give one prepared dataset directory: python -m vidtx.data.frame_index "

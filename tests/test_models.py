@@ -6,9 +6,6 @@ never from the code under test.
 import dataclasses
 import itertools
 import math
-import os
-import subprocess
-import sys
 import textwrap
 
 import flax.linen as nn
@@ -18,11 +15,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+import cli_runner
+
 from vidtx import checkpoint, convert, flops, models, sharding
 from vidtx.errors import VidtxError
 from vidtx.models import resize, swin, timesformer, tokshift, tsm, vit
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Every registered family with each of its tiny test variants.
 VARIANTS = [(name, variant) for name in sorted(models.MODELS) for variant in models.get_family(name).tiny]
 
@@ -464,9 +462,8 @@ def test_flops_cli_reads_a_config_file_with_overrides(tmp_path):
         config.model.depth = 1 if arg == 'depth=1' else 2
         return config
       """))
-  run = subprocess.run([sys.executable, "-m", "vidtx.flops", f"--config={path}:depth=1",
-                        "--config.model.hidden_size=16"], cwd=REPO, capture_output=True, text=True,
-                       timeout=120)
+  run = cli_runner.run_main("-m", "vidtx.flops", f"--config={path}:depth=1",
+                            "--config.model.hidden_size=16")
   assert run.returncode == 0, run.stderr
   model = models.build(tiny("tokshift", depth=1, hidden_size=16))
   params, _ = flops.measure(model, 4, 32)

@@ -2,16 +2,14 @@
 (vidtx.convert.from_mxmark). The .pth files are written by tests/torch_writer.py."""
 import collections
 import json
-import os
 import pickle
-import subprocess
-import sys
 
 import ml_collections
 import numpy as np
 import pytest
 from flax import traverse_util
 
+import cli_runner
 import torch_writer
 from vidtx import checkpoint, convert, models
 from vidtx.convert import mxmark, torch_files
@@ -205,10 +203,8 @@ def test_mxmark_cli_converts_with_a_json_class_map(tmp_path):
   classmap = tmp_path / "classmap.json"
   classmap.write_text(json.dumps({n: i for i, n in enumerate(names)}))
   out = str(tmp_path / "converted")
-  run = subprocess.run([sys.executable, "-m", "vidtx.convert", "mxmark", "--config", config_path,
-                        "--input", source, "--output", out, "--labels", str(classmap)],
-                       capture_output=True, text=True, timeout=120,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  run = cli_runner.run_main("-m", "vidtx.convert", "mxmark", "--config", config_path, "--input", source,
+                            "--output", out, "--labels", str(classmap))
   assert run.returncode == 0, run.stderr
   meta = checkpoint.read_meta(out)
   assert meta["label_names"] == names and meta["source"]["format"] == "mxmark"

@@ -6,8 +6,6 @@ their ensembles, TensorBoard's pictures, profiles, and the attention maps of `vi
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -15,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import cli_runner
 import data_fixtures
 from vidtx import ensemble, evaluate, models, sharding, trainer, visualize
 from vidtx.data import synthetic
@@ -24,8 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/demo.py:smoke=True"
 
 
-def run_cli(*args):
-  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+run_cli = cli_runner.run_main  # in this process: no second import of JAX and TensorFlow
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,15 @@ import sys
 
 import pytest
 
+import cli_runner
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run(*args, cwd=REPO):
+def run(*args, cwd=None):
+  """`python ARGS...`: in this process (cli_runner), or in a new one started in `cwd`."""
+  if cwd is None:
+    return cli_runner.run_main(*args)
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
                         timeout=300)

@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import cli_runner
 import data_fixtures
 from vidtx import checkpoint as ckpt
 from vidtx import evaluate, models, multihost, sharding, trainer
@@ -28,9 +29,7 @@ smoke_config = data_fixtures.smoke_config
 
 
 
-def run_cli(*args, timeout=300):
-  return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                        timeout=timeout)
+run_cli = cli_runner.run_main  # in this process: no second import of JAX and TensorFlow
 
 
 def not_built(*args, **kwargs):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import cli_runner
 import data_fixtures
 from vidtx import evaluate, flops, losses, models, optim, sharding, trainer
 from vidtx.data import device as device_ops
@@ -30,10 +31,7 @@ def data_dir(smoke_data_dir):
   return smoke_data_dir
 
 
-def run_cli(*args, env=None, **kwargs):
-  env = dict(os.environ, **(env or {}))
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=300, **kwargs)
+run_cli = cli_runner.run_main  # in this process: no second import of JAX and TensorFlow
 
 
 def config_overrides(data_dir, **values):

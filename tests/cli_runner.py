@@ -22,9 +22,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 app.define_help_flags()  # absl's own flags stay defined; the entry points' are redefined each run
 
 
+
+
+def _defined_by_absl(name: str) -> bool:
+  return (flags.FLAGS.find_module_defining_flag(name) or "").startswith("absl")
+
+
+_ABSL_FLAGS = frozenset(name for name in flags.FLAGS if _defined_by_absl(name))
+
+
 def _entry_point_flags() -> list[str]:
-  return [name for name in flags.FLAGS
-          if not (flags.FLAGS.find_module_defining_flag(name) or "absl").startswith("absl")]
+  """The flags an entry point defined, `--config.key` overrides (made while parsing) included."""
+  return [name for name in flags.FLAGS if name not in _ABSL_FLAGS]
 
 
 @dataclasses.dataclass

@@ -60,13 +60,13 @@ def trained(smoke_data_dir, tmp_path_factory):
 
   6 steps of configs/demo.py:smoke=True with mixup, SWA from step 2 (a `swa/` checkpoint), a
   2-step profile, a made-up peak of 1 GFLOP/s per device (so MFU is shown), validation at steps
-  3 and 6 and checkpoints at steps 2, 4 and 6.
+  3 and 6 and checkpoints at steps 2, 3 (the validation's), 4 and 6.
   """
   import data_fixtures  # pylint: disable=g-import-not-at-top
   from vidtx import trainer  # pylint: disable=g-import-not-at-top
   workdir = run_root(tmp_path_factory) / "trained"
   config = data_fixtures.smoke_config(smoke_data_dir, peak_flops_per_device=1e9, profile_steps=2,
-                                      checkpoint_every=2)
+                                      checkpoint_every=2, keep_checkpoints=4)
   config.train.mix.kind = "mixup"
   config.optim.swa.start_steps = 2
   done = run_root(tmp_path_factory) / "trained_metrics.json"

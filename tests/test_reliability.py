@@ -38,9 +38,9 @@ def not_built(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def three_checkpoints(trained):
-  """The shared trained smoke run (conftest), with checkpoints at steps 2, 4 and 6: (config, workdir)."""
+  """The shared trained smoke run (conftest), with checkpoints at steps 2, 3, 4 and 6: (config, workdir)."""
   config, workdir, _ = trained
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3", "4", "6"]
   return config, workdir
 
 
@@ -184,7 +184,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(three_checkpoi
   assert f"warning: checkpoint {checkpoints}/6 is damaged (" in out.err
   assert f"moved to {checkpoints}/damaged/6, using the one before" in out.err
   assert f"resumed from {checkpoints}/4" in out.out
-  assert "Traceback" not in out.err and ocp.utils.checkpoint_steps(checkpoints) == [2, 4]
+  assert "Traceback" not in out.err and sorted(ocp.utils.checkpoint_steps(checkpoints)) == [2, 3, 4]
 
 
 def test_training_goes_on_from_the_intact_checkpoint(three_checkpoints, tmp_path):
@@ -207,11 +207,11 @@ def test_training_goes_on_from_the_intact_checkpoint(three_checkpoints, tmp_path
 def test_no_intact_checkpoint_is_one_clear_line(three_checkpoints, tmp_path):
   config, workdir = three_checkpoints
   workdir = copy_of(workdir, tmp_path)
-  for step in ("2", "4", "6"):
+  for step in ("2", "3", "4", "6"):
     DAMAGE["missing metadata"](os.path.join(workdir, "checkpoints", step))
   with pytest.raises(VidtxError, match=r"no checkpoint in .*/checkpoints restores \(newest, step 6: "):
     trainer.train_and_evaluate(resumed(config), workdir)
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]  # all kept
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3", "4", "6"]  # all kept
 
 
 def tiny_variables(value: float) -> dict:

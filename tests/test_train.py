@@ -47,7 +47,7 @@ def test_training_writes_metrics_checkpoints_and_best(trained):
   assert [l["step"] for l in lines] == [2, 3, 4, 6]
   assert {"loss", "lr", "clips_per_sec", "train_top1"} <= set(lines[-1])
   assert "val_top1" in lines[1] and "val_top1" in lines[-1]
-  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "4", "6"]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2", "3", "4", "6"]
   assert len(os.listdir(os.path.join(workdir, "best"))) == 1
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
   # SWA: its weights are validated and kept (at the last checkpoint) in <workdir>/swa.
@@ -298,7 +298,7 @@ def test_bad_input_gets_one_clear_line(trained, data_dir, tmp_path):
 def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   """A PaddleVideo-layout .pdparams -> `vidtx.convert` CLI -> predict.py, end to end."""
   from vidtx import convert
-  from vidtx.data import decode, views
+  from vidtx.data import decode, protocol, views
 
   config_arg = "--config=configs/tokshift_ucf101.py:smoke=True"
   config = importlib.import_module("configs.tokshift_ucf101").get_config("smoke=True")
@@ -316,10 +316,13 @@ def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   video = sorted(glob.glob(os.path.join(data_dir + "_videos", "videos", "*", "*.avi")))[0]
   result = run_cli("predict.py", config_arg, f"--checkpoint={converted}", video)
   assert result.returncode == 0, result.stderr
-  printed = [line.split() for line in result.stdout.strip().splitlines()[1:]]
+  lines = result.stdout.strip().splitlines()
+  # A converted checkpoint records no preparation: it decodes as its seed's test pipeline, and says so.
+  assert lines[0].startswith(f"no preparation recorded in {converted}: decoding as PaddleVideo"), lines[0]
+  printed = [line.split() for line in lines[lines.index(f"{video}:") + 1:]]
 
   # The same video through the eval transform and the original (unconverted) variables.
-  decoded = decode.decode_video(video, short_side=256)
+  decoded = decode.decode_video(video, **protocol.SEED_DECODE)
   clip_views = views.eval_views(decoded.jpeg_frames, config.data, config.data.test_clips,
                                 config.data.test_crops, source=decoded.source)
   scores = evaluate.video_scores(model, variables, clip_views[None], config.data, config.eval.averaging)[0]

@@ -2,16 +2,16 @@
 from absl import flags
 
 from vidtx import cli, messages
-from vidtx.convert import engine
+from vidtx.convert import save
 
 
 def _main(argv) -> None:
-  if len(argv) != 2 or argv[1] not in engine.CONVERT_FORMATS:
+  if len(argv) != 2 or argv[1] not in save.CONVERT_FORMATS:
     raise cli.VidtxError("usage: python -m vidtx.convert paddle|mxmark --config configs/<name>.py[:args] "
                          "--input <checkpoint.pdparams | .pth> --output <directory> [--labels <file>]")
   f = flags.FLAGS
   cli.require(f, "config", "input", "output")
-  meta = engine.convert_checkpoint(f.config, f.input, f.output, f.labels, fmt=argv[1])
+  meta = save.convert_checkpoint(f.config, f.input, f.output, f.labels, fmt=argv[1])
   messages.say(f"wrote {f.output}: model {meta['model']['name']}, {len(meta['label_names'])} classes, "
                f"from {f.input}")
 

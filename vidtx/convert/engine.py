@@ -10,7 +10,6 @@ Our variable path ('params', 'blocks_0', 'attn', 'qkv', 'kernel') is Paddle's
 """
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -18,7 +17,7 @@ from flax import traverse_util
 
 from vidtx import messages, models
 from vidtx.convert import pretrained
-from vidtx.convert.readers import load_pdparams, read_label_names, student_only
+from vidtx.convert.readers import load_pdparams, student_only
 from vidtx.errors import VidtxError
 from vidtx.models import resize
 
@@ -165,43 +164,6 @@ def to_paddle(variables, config) -> dict[str, np.ndarray]:
     state[paddle_name(ours, family)] = to_paddle_layout(np.asarray(_unboxed(leaf)), ours)
   state.update(paddle_buffers(config))
   return state
-
-
-CONVERT_FORMATS = ("paddle", "mxmark")
-
-
-def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | None = None,
-                       fmt: str = "paddle") -> dict:
-  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' .pth) -> an orbax checkpoint in
-  `output_dir` that eval.py / predict.py read."""
-  from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
-  from vidtx.convert import mxmark  # pylint: disable=g-import-not-at-top  (it imports this module)
-  readers = {"paddle": from_paddle, "mxmark": mxmark.from_mxmark}
-  if fmt not in readers:
-    raise VidtxError(f"checkpoint format {fmt!r}; expected one of {list(CONVERT_FORMATS)}")
-  if os.path.exists(output_dir) and os.listdir(output_dir):
-    raise VidtxError(f"output directory {output_dir} is not empty; give a new one")
-  variables = readers[fmt](input_path, config)
-  num_classes = int(config.model.num_classes)
-  if labels:
-    label_names = read_label_names(labels)
-    if len(label_names) != num_classes:
-      raise VidtxError(f"{labels} lists {len(label_names)} labels but config.model.num_classes is "
-                       f"{num_classes}")
-  else:
-    label_names = [f"class_{i}" for i in range(num_classes)]
-    messages.warn(f"no --labels file: classes are named class_0 ... class_{num_classes - 1}")
-  meta = {
-      "model": config.model.to_dict(),
-      "label_names": label_names,
-      "data": config.data.to_dict() if "data" in config else {},
-      "prepared": {},
-      "step": 0,
-      "source": {"format": fmt, "path": os.path.abspath(input_path)},
-      "config": config.to_json_best_effort() if hasattr(config, "to_json_best_effort") else "",
-  }
-  checkpoint.save_variables(output_dir, variables, meta)
-  return meta
 
 
 # ----------------------------------------------------------------------------- pretraining

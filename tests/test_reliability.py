@@ -451,7 +451,7 @@ def losses(workdir: str) -> list[tuple[int, float, int]]:
 
 
 @pytest.mark.slow
-def test_skipped_bad_clips_are_counted_named_and_resume_the_same(smoke_data_dir, tmp_path, capfd):
+def test_skipped_bad_clips_are_counted_named_and_a_resume_gives_the_same_losses(smoke_data_dir, tmp_path, capfd):
   data_dir = copy_of(smoke_data_dir, tmp_path)
   shard, bad = rot_records(data_dir)
   overrides = dict(num_steps=8, checkpoint_every=2, val_every=0, log_every=2)
@@ -467,23 +467,16 @@ def test_skipped_bad_clips_are_counted_named_and_resume_the_same(smoke_data_dir,
   meta = ckpt.read_meta(os.path.join(straight, "checkpoints", "8"))
   assert meta["input"]["bad_clips"] == len(names) and len(meta["input"]["positions"]) == 2
 
-  # Killed after its first checkpoint, then the same command: the same losses and skips.
-  killed = str(tmp_path / "killed")
-  args = ["train.py", "--config=configs/demo.py:smoke=True", f"--workdir={killed}",
-          f"--config.data.dir={data_dir}", "--config.data.on_bad_clip=skip",
-          *[f"--config.train.{k}={v}" for k, v in overrides.items()]]
-  proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  first = os.path.join(killed, "checkpoints", "2")
-  while not os.path.isdir(first) and proc.poll() is None:
-    time.sleep(0.02)
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
-  assert max(ocp.utils.checkpoint_steps(os.path.join(killed, "checkpoints"))) < 12
-  resumed = run_cli(*args)
-  assert resumed.returncode == 0 and "resumed from" in resumed.stdout, resumed.stderr
+  # What a SIGKILL after step 4's save leaves (the later saves never happened; metrics.jsonl
+  # has lines past it), then the same run: the same losses and skips. Step 4 was saved while
+  # later batches were read ahead, so its recorded stream positions must be the trained ones.
+  killed = copy_of(straight, tmp_path, "killed")
+  for step in ("6", "8"):
+    shutil.rmtree(os.path.join(killed, "checkpoints", step))
+  shutil.rmtree(os.path.join(killed, "best"), ignore_errors=True)
+  trainer.train_and_evaluate(config, killed)
+  assert f"resumed from {killed}/checkpoints/4" in capfd.readouterr().out
   assert losses(killed) == straight_losses
-  assert set(skipped_names(resumed.stderr)) <= set(bad)
 
 
 def test_more_bad_clips_than_allowed_is_an_input_failure_naming_the_last():

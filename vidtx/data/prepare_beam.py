@@ -27,6 +27,8 @@ except ImportError:  # pragma: no cover  (the extra is not installed)
   raise ImportError("--runner beam needs Apache Beam: pip install -e '.[beam]' (or "
                     "pip install apache-beam) in this environment") from None
 
+import tensorflow as tf
+
 from vidtx.data import prepare
 from vidtx.errors import VidtxError
 
@@ -60,7 +62,7 @@ class _Journal:
     del ok
 
   def close(self) -> None:
-    prepare.tf.io.gfile.remove(self.path)
+    tf.io.gfile.remove(self.path)
 
 
 class _WriteShard(beam.DoFn):

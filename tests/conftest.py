@@ -17,3 +17,8 @@ def smoke_data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("data") / "synthetic_smoke")
   synthetic.ensure_synthetic_dataset(path, **demo.get_config("smoke=True").data.synthetic)
   return path
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: multi-process, kill / resume or long runs (still in the "
+                          "suite's time budget); -m 'not slow' leaves them out")

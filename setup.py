@@ -39,6 +39,9 @@ setuptools.setup(
     extras_require={
         # Serving formats beyond StableHLO (jax.export) and the SavedModel (TensorFlow, above).
         "export": EXPORT,
+        # data_prep --runner beam (Flink, Spark, Dataflow). Not in [test]: it pins protobuf < 7,
+        # Pillow < 13, pyarrow < 26, below what the rest installs (docs/data_prep_beam.md).
+        "beam": ["apache-beam>=2.60"],
         "test": ["pytest>=8", "pytest-xdist>=3.5"] + EXPORT,
     },
 )

@@ -152,6 +152,10 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       shuffle_buffer=256,
       num_threads=_unset(int),  # tf.data private thread pool; unset = tf.data's shared pool
       read_sampled_frames=True,  # where the dataset has a frame index (object stores: False)
+      # A training clip whose frames do not read or decode: "stop" the run (saved, one line), or
+      # "skip" it (counted and named in the log and metrics.jsonl's bad_clips) until more than
+      # max_bad_clips skips in the run (a clip bad in every epoch counts each time).
+      on_bad_clip="stop", max_bad_clips=100,
   ))
   # Paddle's MultiScaleCrop(256) before RandomCrop(224); follows image_size unless set.
   d.msc_size = d.get_ref("image_size") * 8 // 7

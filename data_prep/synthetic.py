@@ -12,6 +12,7 @@ import os
 
 from absl import flags
 
+from data_prep import common
 from vidtx import cli, messages
 
 flags.DEFINE_string("out", None, "Where to write videos/ and annotations/.")
@@ -25,6 +26,7 @@ flags.DEFINE_enum("codec", "mpeg4", ["mpeg4", "h264"], "mpeg4 (.avi) or h264 (.m
 flags.DEFINE_string("prepare", None, "Also prepare the videos (UCF101 split 1) into this directory.")
 flags.DEFINE_integer("short_side", None, "With --prepare: frame short side (default: --size).")
 flags.DEFINE_integer("workers", None, "With --prepare: worker processes (default: every core).")
+common.define_runner_flags()
 FLAGS = flags.FLAGS
 
 
@@ -43,7 +45,9 @@ def main(argv):
         os.path.join(FLAGS.out, "videos"), os.path.join(FLAGS.out, "annotations"), 1)
     short_side = FLAGS.short_side or FLAGS.size
     prepare.prepare_dataset(
-        FLAGS.prepare, splits, names, prepare.Settings(short_side=short_side, workers=FLAGS.workers),
+        FLAGS.prepare, splits, names,
+        prepare.Settings(short_side=short_side, workers=FLAGS.workers, runner=FLAGS.runner,
+                         beam_options=FLAGS.beam_options),
         source="synthetic motion dataset (vidtx.data.synthetic), UCF101 layout, split 1",
         details={"synthetic": dict(params, short_side=short_side),
                  "videos": os.path.abspath(FLAGS.out), "ucf101_split": 1},

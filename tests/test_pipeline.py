@@ -296,6 +296,8 @@ def test_eval_views_equals_the_eval_dataset(data_dir):
     ({"eval_short_side": 16}, "eval_short_side"),
     ({"scale_jitter": 300}, "scale_jitter"),
     ({"test_window_placement": "end"}, "test_window_placement"),
+    ({"on_bad_clip": "ignore"}, "on_bad_clip"),
+    ({"max_bad_clips": -1}, "max_bad_clips"),
 ])
 def test_bad_config_values_name_the_key(data_dir, overrides, key):
   # As a hand-written section could hold them: no ConfigDict type checks.

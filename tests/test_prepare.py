@@ -573,3 +573,19 @@ def test_shard_plan_is_deterministic_and_mixes_classes():
   assert all(len({e.label for e in s.entries}) == 2 for s in plan)
   assert len(prepare._plan_shards("train", entries, frames, videos_per_shard=20, num_shards=3)) == 3
   json.dumps([s.fingerprint for s in plan])  # plain strings
+
+
+def test_videos_and_lists_behind_a_url_prepare_the_same_shards(prepared, ucf_tree, tmp_path):
+  # file:// goes the way of gs:// (tf.io.gfile; each video copied to a local temp file to decode).
+  videos, annotations = (f"file://{path}" for path in ucf_tree)
+  splits, names, failures = sources.ucf101_splits(videos, annotations, split=1)
+  assert all(e.path.startswith("file://") for entries in splits.values() for e in entries)
+  out = str(tmp_path / "from_url")
+  prepare.prepare_dataset(out, splits, names, prepare.Settings(short_side=32, workers=1,
+                                                               videos_per_shard=1),
+                          failures=failures, verbose=False)
+  assert shard_bytes(out) == shard_bytes(prepared[0])
+  report = open(os.path.join(out, prepare.REPORT_FILE)).read()
+  for video_id, (split, _, _, words) in BROKEN.items():
+    line = next(x for x in report.splitlines() if f"\t{video_id}\t" in x)
+    assert line.startswith(split) and "\tfile://" in line and words in line, line

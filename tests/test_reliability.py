@@ -431,3 +431,79 @@ def test_info_calls_a_dataset_with_a_missing_shard_or_an_edited_label_map_incomp
     info.main(["info", data_dir])
   out = capsys.readouterr().out
   assert "complete      NO: the label maps of" in out and "vidtx-train.tfrecord-00000-of-00001" in out
+
+
+# ----------------------------------------------------------------------------- bad clips skipped
+def rot_records(data_dir: str, records=(1, 4)) -> tuple[str, list[str]]:
+  """Garbage over every frame of `records` of the training shard (its size unchanged), as rot
+  would; returns the shard and the names training gives those clips."""
+  from vidtx.data import frame_index  # pylint: disable=g-import-not-at-top
+  shard = os.path.join(data_dir, "vidtx-train.tfrecord-00000-of-00001")
+  index = frame_index.load(shard)
+  with open(shard, "r+b") as f:
+    for r in records:
+      for offset, length in index["frames"][index["starts"][r]:index["starts"][r + 1]]:
+        f.seek(int(offset))
+        f.write(b"\0" * int(length))
+  return shard, [f"shard {shard}, record {r}" for r in records]
+
+
+def skipped_names(text: str) -> list[str]:
+  return [line.split("skipped a bad training clip: ")[1].split(" (config.data")[0]
+          for line in text.splitlines() if "skipped a bad training clip: " in line]
+
+
+def losses(workdir: str) -> list[tuple[int, float, int]]:
+  lines = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [(x["step"], x["loss"], x["bad_clips"]) for x in lines if "loss" in x]
+
+
+@pytest.mark.slow
+def test_skipped_bad_clips_are_counted_named_and_a_resume_gives_the_same_losses(smoke_data_dir, tmp_path, capfd):
+  data_dir = copy_of(smoke_data_dir, tmp_path)
+  shard, bad = rot_records(data_dir)
+  overrides = dict(num_steps=8, checkpoint_every=2, val_every=0, log_every=2)
+  config = smoke_config(data_dir, **overrides)
+  config.data.on_bad_clip = "skip"
+  straight = str(tmp_path / "straight")
+  trainer.train_and_evaluate(config, straight)
+  names = skipped_names(capfd.readouterr().err)
+  straight_losses = losses(straight)
+  # 8 steps of 8 from a 15-video split: every clip read 4 or 5 times, each bad one skipped so.
+  assert set(names) == set(bad) and len(names) >= 2 * 4, names
+  assert straight_losses[-1][2] == len(names) and all(np.isfinite(x[1]) for x in straight_losses)
+  meta = ckpt.read_meta(os.path.join(straight, "checkpoints", "8"))
+  assert meta["input"]["bad_clips"] == len(names) and len(meta["input"]["positions"]) == 2
+
+  # What a SIGKILL after step 4's save leaves (the later saves never happened; metrics.jsonl
+  # has lines past it), then the same run: the same losses and skips. Step 4 was saved while
+  # later batches were read ahead, so its recorded stream positions must be the trained ones.
+  killed = copy_of(straight, tmp_path, "killed")
+  for step in ("6", "8"):
+    shutil.rmtree(os.path.join(killed, "checkpoints", step))
+  shutil.rmtree(os.path.join(killed, "best"), ignore_errors=True)
+  trainer.train_and_evaluate(config, killed)
+  assert f"resumed from {killed}/checkpoints/4" in capfd.readouterr().out
+  assert losses(killed) == straight_losses
+
+
+def test_more_bad_clips_than_allowed_is_an_input_failure_naming_the_last():
+  # The run then stops as for any input failure (saved at the agreed step, one line:
+  # test_a_corrupted_training_shard_ends_the_run_naming_it_with_progress_saved).
+  from configs import common  # pylint: disable=g-import-not-at-top
+  from vidtx.data import bad_clips, integrity  # pylint: disable=g-import-not-at-top
+  data = common.data_config(on_bad_clip="skip", max_bad_clips=2)
+  tracker = bad_clips.Tracker(data, streams=[0, 1], per_stream=2, positions=[10, 10])
+  batch = lambda counts, names: {"video": np.zeros(4), "bad_clips": np.array(counts),
+                                 "bad_names": np.array(names, object)}
+  read = tracker.batches(iter([batch([1, 0, 0, 1], [b"s, record 1\n", b"", b"", b"s, record 4\n"]),
+                               batch([0, 0, 1, 0], [b"", b"", b"s, record 1\n", b""])]))
+  assert "bad_clips" in next(read)
+  with pytest.raises(VidtxError) as error:
+    next(read)
+  assert integrity.describe_read_error(error.value) == (
+      "3 bad training clips skipped, more than config.data.max_bad_clips=2 (the last: s, record "
+      "1); restore or re-prepare the dataset, or raise the limit")
+  tracker.step()  # the first batch trained on: its positions move on by its dropped clips too
+  assert tracker.positions == [13, 13] and tracker.count == 2
+  assert tracker.record() == {"positions": [13, 13], "bad_clips": 2}

@@ -97,8 +97,11 @@ def input_position(recorded: dict) -> tuple[int, int]:
 
 
 def train_batches(make_dataset, data_config, *, global_batch: int, streams: int, seed: int,
-                  examples_done: int) -> Iterator[dict]:
+                  examples_done: int, positions: list[int] | None = None) -> Iterator[dict]:
   """This process's rows of every global batch: its streams' next examples, stream after stream.
+
+  Stream k starts at `positions[k]` where given (skipped bad clips make the streams' positions
+  differ: vidtx.data.bad_clips), else at examples_done / streams.
 
   make_dataset: `pipeline.make_train_dataset` (stream k of K is its process k of K). The
   shuffle buffer (and config.data.num_threads) is shared out between the streams, so host
@@ -111,7 +114,8 @@ def train_batches(make_dataset, data_config, *, global_batch: int, streams: int,
   if data_config.num_threads:
     data_config.num_threads = max(1, data_config.num_threads // len(mine))
   iterators = [
-      make_dataset(data_config, batch_size=per_stream, seed=seed, start_index=examples_done // streams,
+      make_dataset(data_config, batch_size=per_stream, seed=seed,
+                   start_index=positions[k] if positions else examples_done // streams,
                    process_index=k, process_count=streams).as_numpy_iterator()
       for k in mine]
   if len(iterators) == 1:

@@ -365,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The data modules and clu's writers import TensorFlow; the train step itself does not need it.
   from vidtx import writers
   from vidtx.data import format as data_format
-  from vidtx.data import integrity, pipeline, synthetic
+  from vidtx.data import bad_clips, integrity, pipeline, synthetic
 
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -477,7 +477,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     precise_bn = 0
 
   def to_global(local: dict) -> dict:
-    return sharding.global_batch(local, mesh)
+    return sharding.global_batch({k: v for k, v in local.items() if k not in bad_clips.KEYS}, mesh)
 
   def with_precise_batch_stats(variables) -> dict:
     """`variables` with BatchNorm statistics averaged over fresh training micro-batches."""
@@ -502,9 +502,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             "val_mean_class_top1": mean_class}, result["confusion"]
 
   # ------------------------------------------------------------------- the loop
-  upcoming = multihost.Upcoming(multihost.train_batches(
+  bad = bad_clips.Tracker(  # on_bad_clip='skip': dropped clips counted, streams' positions kept
+      config.data, multihost.process_streams(streams, jax.process_index(), jax.process_count()),
+      plan["global_batch"] // streams, *bad_clips.resume_point(
+          resumed[3]["input"] if resumed is not None else {}, examples_done, streams,
+          jax.process_index()))
+  upcoming = multihost.Upcoming(bad.batches(multihost.train_batches(
       pipeline.make_train_dataset, config.data, global_batch=plan["global_batch"], streams=streams,
-      seed=config.seed, examples_done=examples_done), to_global)
+      seed=config.seed, examples_done=examples_done, positions=list(bad.positions))), to_global)
   if is_main:
     forget_metrics_after(os.path.join(workdir, "metrics.jsonl"), start_step)
   writer = writers.make_writer(workdir, is_main=is_main)
@@ -533,6 +538,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def save(step: int) -> dict:
     meta = checkpoint_meta(config, label_names, step, examples_done, streams, prepared)
+    meta["input"].update(bad.record())
     checkpoints.save(step, state.variables, {"step": state.step, "opt_state": state.opt_state}, meta)
     return meta
 
@@ -549,6 +555,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         stop, steps = multihost.INPUT_FAILED, ()
       for step in steps:
         batch = upcoming.pop()
+        bad.step()
         if step == start_step + 1:  # what the model sees: once, at the start
           clips, targets = input_preview(config, batch, step_rng, step, plan["accumulation_steps"])
           if is_main:
@@ -568,7 +575,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         save_now = step == num_steps or step % config.train.checkpoint_every == 0 or stop
         if not (log_now or val_now or save_now):
           continue
-        scalars = {**flush_metrics(step), **progress.rate(step)}
+        scalars = {**flush_metrics(step), **progress.rate(step), **bad.scalars()}
         if val_now and precise_bn:
           state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
         swa = swa_variables(state)

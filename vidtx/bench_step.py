@@ -69,22 +69,26 @@ def load_config(module: str, arg: str = "") -> ml_collections.ConfigDict:
     raise VidtxError(f"no config configs/{module}.py") from None
 
 
-def _scans_blocks(model_name: str) -> bool:
+def _model_fields(model_name: str) -> set[str]:
   from vidtx import models  # pylint: disable=g-import-not-at-top
-  return any(f.name == "scan_blocks" for f in dataclasses.fields(models.model_class(model_name)))
+  return {f.name for f in dataclasses.fields(models.model_class(model_name))}
 
 
 def apply_levers(config, levers: dict) -> dict:
-  """Sets the lever overrides the config has (in place); returns the ones applied."""
+  """Sets the lever overrides that apply (in place); returns the ones applied. A model lever
+  applies where the model has the field, also when the config leaves it at the model's default
+  (no seed config names attention_impl)."""
   applied = {}
   on_gpu = jax.default_backend() == "gpu"
+  fields = _model_fields(config.model.name)
   for dotted, value in levers.items():
     section, key = dotted.split(".")
-    if section not in config or key not in config[section]:
+    known = key in fields if section == "model" else section in config and key in config[section]
+    if not known:
       continue
     if not on_gpu and GPU_ONLY_LEVERS.get(dotted) == value:
       continue
-    if dotted == "train.scan_blocks" and not _scans_blocks(config.model.name):
+    if dotted == "train.scan_blocks" and "scan_blocks" not in fields:
       continue
     config[section][key] = value
     applied[dotted] = value

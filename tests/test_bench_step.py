@@ -46,7 +46,8 @@ def test_zoo_runs_the_chosen_models_in_the_given_order_with_lever_sets(tmp_path)
   md = tmp_path / "zoo.md"
   proc = subprocess.run(
       [sys.executable, "-m", "vidtx.bench_step", "--zoo", "--smoke", "--steps", "1", "--warmup", "0",
-       "--only", "TokShift-B 8x256,TimeSformer-B space-only 8x224", "--levers", "off,best", "--output", str(out), "--markdown", str(md)],
+       "--only", "TokShift-B 8x256,TimeSformer-B space-only 8x224", "--levers", "off,best",
+       "--output", str(out), "--markdown", str(md)],
       cwd=REPO, env=_without_tensorflow(tmp_path), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
   results = json.loads(out.read_text())
@@ -100,7 +101,7 @@ def test_gpu_bench_dry_run_runs_every_part_here(tmp_path):
   assert all("error" not in r and r["clips_per_s"] > 0 for r in zoo + off)
   peers = (out / "peers.json").read_text()
   try:
-    import torch, torchvision  # noqa: F401,E401  pylint: disable=g-import-not-at-top,unused-import,multiple-imports
+    import torch, torchvision  # noqa: F401,E401  pylint: disable=g-import-not-at-top,unused-import
     assert json.loads(peers)
   except ImportError:
     assert "torch/torchvision not installed" in peers

@@ -214,7 +214,8 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
   xla_flops = float(cost.get("flops", 0.0)) * loop
   accessed = float(cost.get("bytes accessed", 0.0)) * loop
   model_flops = per_chip_batch * flops.train_flops_per_clip(forward_macs.total())
-  found = collectives(compiled.as_text())
+  hlo = compiled.as_text()
+  found = collectives(hlo)
   compute_s, memory_s = xla_flops / chip.peak_bf16_flops, accessed / chip.hbm_bytes_per_s
   step_s = max(compute_s, memory_s)
   result.update(
@@ -223,6 +224,7 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
       xla_cost_scaled_by=loop,
       model_flops=model_flops, flop_ratio=xla_flops / model_flops if model_flops else None,
       collectives=found, collective_bytes=sum(c["bytes"] for c in found.values()),
+      hlo_while_loops=hlo.count(" while("),  # bodies XLA's cost analysis counts once
       estimate={"step_time_s": step_s, "bound": "compute" if compute_s >= memory_s else "memory",
                 "mfu_bound": model_flops / (step_s * chip.peak_bf16_flops) if step_s else None,
                 "clips_per_s": batch["global_batch"] / step_s if step_s else None,

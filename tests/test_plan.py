@@ -54,11 +54,12 @@ def test_collectives_are_read_from_the_optimised_hlo():
 
 @needs_libtpu
 def test_plan_reports_per_chip_memory_that_grows_with_batch(tmp_path):
-  """A tiny TimeSformer for a 4-chip v5e slice, FSDP, at 8 clips per chip from the command line
-  (JSON and markdown) and at 1 clip per chip in this process."""
+  """A tiny TimeSformer for a 4-chip v5e slice, data parallel, at 8 clips per chip from the command
+  line (JSON and markdown) and at 1 clip per chip in this process. (With FSDP this tiny model's
+  temporaries do not grow with the batch: the compiler lays the two steps out differently.)"""
   out, md = tmp_path / "plan.json", tmp_path / "plan.md"
   result = run_plan("--config", "configs/timesformer_k400.py:smoke=True", "--topology", "v5e-4",
-                    "--mesh", "fsdp=-1", "--batch", "8", "--output", str(out), "--markdown", str(md))
+                    "--mesh", "data=-1", "--batch", "8", "--output", str(out), "--markdown", str(md))
   assert result.returncode == 0, result.stderr
   assert result.stderr == ""  # libtpu looks for no TPU runtime, so it has nothing to complain about
   assert "ESTIMATED step" in result.stdout and "not measurements" in result.stdout
@@ -68,17 +69,16 @@ def test_plan_reports_per_chip_memory_that_grows_with_batch(tmp_path):
   assert md.read_text().count("\n") == 3 and "est. MFU bound" in md.read_text()
 
   config = bench_step.load_config("timesformer_k400", "smoke=True")
-  plan.apply_mesh(config, "fsdp=-1")
   small = plan.plan_config(config, "v5e-4", per_chip_batch=1)
   for r in (small, large):
     assert r["fits"] and r["chips"] == 4 and r["device_kind"] == "TPU v5 lite"
-    assert r["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and r["global_batch"] == 4 * r["per_chip_batch"]
+    assert r["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1} and r["global_batch"] == 4 * r["per_chip_batch"]
     m = r["compiled_memory"]
     assert r["total_bytes"] == (m["argument_bytes"] + m["output_bytes"] - m["alias_bytes"]
                                 + m["temp_bytes"] + m["generated_code_bytes"]) > 0
     assert r["hbm_fraction"] == r["total_bytes"] / 16 / 2**30
     assert r["xla_flops"] > 0 and r["model_flops"] > 0 and r["flop_ratio"] > 0
-    assert {"all-gather", "all-reduce"} <= set(r["collectives"])  # FSDP gathers weights
+    assert r["collectives"]["all-reduce"]["count"] >= 1  # the gradients
     assert r["collective_bytes"] == sum(c["bytes"] for c in r["collectives"].values()) > 0
     assert 0 < r["estimate"]["mfu_bound"] <= 1 and r["estimate"]["step_time_s"] > 0
   # The clips and every activation grow with the batch; parameters and optimizer state do not.

@@ -6,6 +6,9 @@ import setuptools
 # its modules imports orbax. These are the packages its modules do import, besides vidtx's own.
 EXPORT = ["onnx>=1.17", "onnxruntime>=1.20", "onnx-ir>=0.2.1", "equinox>=0.13.1", "einops>=0.8.1",
           "pyyaml>=6"]
+# libtpu: XLA's TPU compiler for `python -m vidtx.plan` on any machine; jax's own extra pins the
+# libtpu release that matches the installed jax (~210 MB download, ~690 MB installed).
+TPU = ["jax[tpu]>=0.10,<0.13"]
 
 setuptools.setup(
     name="vidtx",
@@ -42,6 +45,7 @@ setuptools.setup(
         # data_prep --runner beam (Flink, Spark, Dataflow). Not in [test]: it pins protobuf < 7,
         # Pillow < 13, pyarrow < 26, below what the rest installs (docs/data_prep_beam.md).
         "beam": ["apache-beam>=2.60"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5"] + EXPORT,
+        "tpu": TPU,
+        "test": ["pytest>=8", "pytest-xdist>=3.5"] + EXPORT + TPU,
     },
 )

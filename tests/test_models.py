@@ -447,7 +447,8 @@ def test_count_macs_dense_conv_and_nested():
 @pytest.mark.parametrize("kind,peak", [
     ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),
     ("NVIDIA A100-SXM4-40GB", 312e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
-    ("TPU v5p", 459e12), ("cpu", None)])
+    ("TPU v5p", 459e12), ("TPU v5", 459e12), ("TPU v6 lite", 918e12),
+    ("TPU v3", 61.5e12), ("TPU v2", 22.5e12), ("cpu", None)])  # v2 / v3: per core (device)
 def test_peak_flops_by_device_kind(kind, peak):
   assert flops.peak_flops(kind) == peak
 
@@ -546,3 +547,23 @@ def test_remat_is_a_training_setting_not_a_model_key():
     models.build(tiny("tokshift", remat="full"))
   with pytest.raises(VidtxError, match="config.train.remat"):
     models.build(tiny("tokshift"), remat="sometimes")
+
+
+def test_fused_attention_path_keeps_the_bias_per_window_not_per_clip():
+  """attention_impl=cudnn (jax.nn.dot_product_attention; its XLA fallback here) equals the einsum
+  path with Swin's biases (relative position [heads, L, L], shift mask [1, nW, 1, L, L]) and
+  their gradients, and the bias it passes is [1, nW * heads, L, L]: not broadcast over the batch."""
+  keys = jax.random.split(jax.random.key(0), 5)
+  b, windows, length, heads, dim = 3, 4, 10, 2, 8
+  q, k, v = (jax.random.normal(keys[i], (b, windows, length, heads, dim)) for i in range(3))
+  table = jax.random.normal(keys[3], (heads, length, length))
+  mask = jnp.where(jax.random.uniform(keys[4], (windows, length, length)) > 0.7, -100.0, 0.0)
+  mask = mask[None, :, None]
+  for bias in (None, table, table + mask, mask):
+    np.testing.assert_allclose(vit.dot_product_attention(q, k, v, bias, impl="cudnn"),
+                               vit.dot_product_attention(q, k, v, bias, impl="xla"), atol=2e-6)
+  grad = lambda impl: jax.grad(lambda t: vit.dot_product_attention(q, k, v, t + mask, impl=impl).sum())
+  np.testing.assert_allclose(grad("cudnn")(table), grad("xla")(table), atol=2e-5)
+  jaxpr = str(jax.make_jaxpr(lambda t: vit.dot_product_attention(q, k, v, t + mask, impl="cudnn"))(table))
+  assert f"f32[1,{windows * heads},{length},{length}]" in jaxpr
+  assert f"[{b * windows},{heads},{length},{length}]" not in jaxpr

@@ -359,3 +359,16 @@ def test_precise_bn_is_the_average_of_per_batch_statistics():
     var = np.mean([np.var(b[layer], axis=(0, 1, 2)) for b in per_batch], axis=0)
     np.testing.assert_allclose(stats[f"{layer}/bn/mean"], mean, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats[f"{layer}/bn/var"], var, rtol=1e-4, atol=1e-5)
+
+
+def test_progress_counts_throughput_from_the_end_of_the_first_step(monkeypatch):
+  """The first step's compilation is not in the first clips/s (and MFU): the trainer restarts the
+  clock after step 1, so the first window has the steps after it only."""
+  from vidtx import writers  # pylint: disable=g-import-not-at-top
+  clock = iter([0.0, 30.0, 40.0])  # created; step 1 returns (30 s of compiling); step 11 logged
+  monkeypatch.setattr(writers.time, "perf_counter", lambda: next(clock))
+  progress = writers.Progress(100, 0, clips_per_step=8, flops_per_clip=1e9, peak_flops=1e11)
+  progress.restart(1)
+  rate = progress.rate(11)
+  assert rate["sec_per_step"] == pytest.approx(1.0) and rate["clips_per_sec"] == pytest.approx(8.0)
+  assert rate["mfu"] == pytest.approx(8 * 1e9 / 1e11)

@@ -24,6 +24,7 @@ import json
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -68,22 +69,26 @@ def load_config(module: str, arg: str = "") -> ml_collections.ConfigDict:
     raise VidtxError(f"no config configs/{module}.py") from None
 
 
-def _scans_blocks(model_name: str) -> bool:
+def _model_fields(model_name: str) -> set[str]:
   from vidtx import models  # pylint: disable=g-import-not-at-top
-  return any(f.name == "scan_blocks" for f in dataclasses.fields(models.model_class(model_name)))
+  return {f.name for f in dataclasses.fields(models.model_class(model_name))}
 
 
 def apply_levers(config, levers: dict) -> dict:
-  """Sets the lever overrides the config has (in place); returns the ones applied."""
+  """Sets the lever overrides that apply (in place); returns the ones applied. A model lever
+  applies where the model has the field, also when the config leaves it at the model's default
+  (no seed config names attention_impl)."""
   applied = {}
   on_gpu = jax.default_backend() == "gpu"
+  fields = _model_fields(config.model.name)
   for dotted, value in levers.items():
     section, key = dotted.split(".")
-    if section not in config or key not in config[section]:
+    known = key in fields if section == "model" else section in config and key in config[section]
+    if not known:
       continue
     if not on_gpu and GPU_ONLY_LEVERS.get(dotted) == value:
       continue
-    if dotted == "train.scan_blocks" and not _scans_blocks(config.model.name):
+    if dotted == "train.scan_blocks" and "scan_blocks" not in fields:
       continue
     config[section][key] = value
     applied[dotted] = value
@@ -104,6 +109,57 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or "out of memory" in text
 
 
+@dataclasses.dataclass
+class LoweredStep:
+  lowered: jax.stages.Lowered
+  model: object
+  abstract_state: trainer.TrainState  # jax.ShapeDtypeStruct leaves with their shardings
+  abstract_batch: dict                # {"video": uint8 [B, T, H, W, 3], "label": int32 [B]}
+  make_state: object                  # rng -> the real state (allocated, sharded)
+
+
+def lower_step(config, mesh, micro_batch: int, accumulation_steps: int = 1):
+  """The trainer's own train step of `config` for `mesh`, lowered from abstract inputs (nothing
+  is allocated): the model, optimizer, state shardings and step of `vidtx.trainer`, traced inside
+  the mesh and logical-axis-rules context the training loop runs it in. The devices of `mesh`
+  may be another platform's (vidtx.plan: a TPU slice described by libtpu).
+
+  The batch is micro_batch x accumulation_steps clips per device.
+  """
+  model_config = config.model
+  rng = jax.random.key(config.seed)
+  model, schedule, tx, _ = trainer.model_and_optimizer(config, num_steps=1000, per_epoch=100, rng=rng)
+  rules = sharding.rules(config)
+  make_state = functools.partial(trainer.create_train_state, model, model_config, tx, mesh, rules)
+  abstract_state, state_shardings = make_state(rng, abstract=True)
+  step_fn = jax.jit(trainer.make_train_step(model, tx, schedule, config, accumulation_steps, mesh),
+                    in_shardings=(state_shardings, None, None, None),
+                    out_shardings=(state_shardings, None), donate_argnums=(0,))
+  global_batch = micro_batch * accumulation_steps * mesh.size
+  frames, size = int(model_config.num_frames), int(model_config.image_size)
+  abstract_batch = {
+      "video": jax.ShapeDtypeStruct((global_batch, frames, size, size, 3), jnp.uint8,
+                                    sharding=sharding.batch_sharding(mesh, 5)),
+      "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32,
+                                    sharding=sharding.batch_sharding(mesh, 1))}
+  key = jax.eval_shape(lambda: jax.random.key(1))
+  step_rng = jax.ShapeDtypeStruct(key.shape, key.dtype, sharding=sharding.replicated(mesh))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    lowered = step_fn.lower(abstract_state, abstract_batch, step_rng, None)
+  return LoweredStep(lowered, model, abstract_state, abstract_batch,
+                     lambda r: make_state(r)[0])
+
+
+def memory_fields(memory) -> dict | None:
+  """The compiled program's memory analysis per device (bytes), as the JSON reports it."""
+  if memory is None:
+    return None
+  return {key: getattr(memory, attr, None) for key, attr in (
+      ("argument_bytes", "argument_size_in_bytes"), ("output_bytes", "output_size_in_bytes"),
+      ("temp_bytes", "temp_size_in_bytes"), ("alias_bytes", "alias_size_in_bytes"),
+      ("generated_code_bytes", "generated_code_size_in_bytes"))}
+
+
 def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int | None = None,
             compile_only: bool = False) -> dict:
   """Times `config`'s train step (no gradient accumulation) on synthetic device batches.
@@ -118,27 +174,12 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
   global_batch = per_device_batch * devices
   mesh = sharding.make_mesh(config.mesh)
   model_config = config.model
-  rng = jax.random.key(config.seed)
-  model, schedule, tx, _ = trainer.model_and_optimizer(config, num_steps=1000, per_epoch=100, rng=rng)
-  rules = sharding.rules(config)
-  make_state = functools.partial(trainer.create_train_state, model, model_config, tx, mesh, rules)
-  abstract_state, state_shardings = make_state(rng, abstract=True)  # nothing allocated
-  step_fn = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh),
-                    in_shardings=(state_shardings, None, None, None),
-                    out_shardings=(state_shardings, None), donate_argnums=(0,))
   frames, size = int(model_config.num_frames), int(model_config.image_size)
-  video_sharding = sharding.batch_sharding(mesh, 5)
-  label_sharding = sharding.batch_sharding(mesh, 1)
-  abstract_batch = {
-      "video": jax.ShapeDtypeStruct((global_batch, frames, size, size, 3), jnp.uint8,
-                                    sharding=video_sharding),
-      "label": jax.ShapeDtypeStruct((global_batch,), jnp.int32, sharding=label_sharding)}
-  step_rng = jax.random.key(1)
-
   start = time.perf_counter()
-  compiled = step_fn.lower(abstract_state, abstract_batch, step_rng, None).compile()
+  step = lower_step(config, mesh, per_device_batch)
+  compiled = step.lowered.compile()
   compile_s = time.perf_counter() - start
-  memory = compiled.memory_analysis()
+  model = step.model
   params, forward_macs = flops.measure(model, frames, size)
   result = {
       "model": model_config.name,
@@ -152,27 +193,24 @@ def measure(config, *, steps: int = 10, warmup: int = 2, per_device_batch: int |
       "per_device_batch": per_device_batch,
       "global_batch": global_batch,
       "compile_s": compile_s,
-      "compiled_memory": {
-          "argument_bytes": getattr(memory, "argument_size_in_bytes", None),
-          "output_bytes": getattr(memory, "output_size_in_bytes", None),
-          "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-          "alias_bytes": getattr(memory, "alias_size_in_bytes", None),
-      } if memory is not None else None,
+      "compiled_memory": memory_fields(compiled.memory_analysis()),
       "levers": _levers_in_use(config),
   }
-  result["saved_activation_bytes_per_device"] = saved_activation_bytes(
-      model, abstract_state, abstract_batch["video"], rng) // mesh.shape["data"] // mesh.shape["fsdp"]
+  rng = jax.random.key(config.seed)
+  saved = saved_activation_bytes(model, step.abstract_state, step.abstract_batch["video"], rng)
+  result["saved_activation_bytes_per_device"] = saved // mesh.shape["data"] // mesh.shape["fsdp"]
   if compile_only:
     return result
 
-  state, _ = make_state(rng)
+  state = step.make_state(rng)
   batch = {
       "video": jax.jit(lambda r: jax.random.randint(r, (global_batch, frames, size, size, 3), 0, 256,
                                                     jnp.int32).astype(jnp.uint8),
-                       out_shardings=video_sharding)(rng),
+                       out_shardings=step.abstract_batch["video"].sharding)(rng),
       "label": jax.device_put(np.arange(global_batch, dtype=np.int32) % model_config.num_classes,
-                              label_sharding),
+                              step.abstract_batch["label"].sharding),
   }
+  step_rng = jax.random.key(1)
   times = []
   for i in range(warmup + steps):
     start = time.perf_counter()
@@ -245,17 +283,16 @@ def markdown_table(results: list[dict]) -> str:
 
 
 def zoo_entries(only: str = "") -> list[tuple[str, str, str]]:
-  """ZOO entries whose label contains one of the comma-separated pieces of `only`, in the
-  order of the pieces (so a time budget spends itself on the first ones); all when empty."""
+  """ZOO entries named (exactly, case aside) by the comma-separated labels of `only`, in their
+  order (so a time budget spends itself on the first ones); all when empty."""
   if not only:
     return list(ZOO)
-  pieces = [p.strip().lower() for p in only.split(",") if p.strip()]
-  rank = lambda label: min((i for i, p in enumerate(pieces) if p in label.lower()), default=None)
-  chosen = [entry for entry in ZOO if rank(entry[0]) is not None]
-  unknown = [p for p in pieces if not any(p in label.lower() for label, _, _ in ZOO)]
+  by_label = {label.lower(): (label, module, arg) for label, module, arg in ZOO}
+  pieces = [p.strip() for p in only.split(",") if p.strip()]
+  unknown = [p for p in pieces if p.lower() not in by_label]
   if unknown:
-    raise VidtxError(f"--only: no zoo model matches {unknown}; labels: {[e[0] for e in ZOO]}")
-  return sorted(chosen, key=lambda entry: rank(entry[0]))
+    raise VidtxError(f"--only: no zoo model is named {unknown}; labels: {[e[0] for e in ZOO]}")
+  return list({p.lower(): by_label[p.lower()] for p in pieces}.values())
 
 
 def run_zoo(*, smoke: bool, lever_sets: list[str], steps: int, warmup: int,
@@ -358,7 +395,7 @@ def main() -> None:
                     "memory per device only (any backend; nothing is allocated or run).")
   flags.DEFINE_bool("smoke", False, "With --zoo: the configs' smoke=True sizes (CPU dry run).")
   flags.DEFINE_bool("search_batch", False, "With --zoo: double the per-device batch until memory runs out.")
-  flags.DEFINE_string("only", "", "With --zoo: comma-separated pieces of model labels to run.")
+  flags.DEFINE_string("only", "", "With --zoo: comma-separated model labels to run (exact names).")
   flags.DEFINE_string("levers", "as_configured",
                       "Comma-separated lever sets to run (off, best, remat, lean: see LEVERS), or as_configured.")
   flags.DEFINE_float("time_budget_s", 0.0, "With --zoo: start no new run after this many seconds.")

@@ -101,12 +101,14 @@ def published() -> list[tuple[str, models.Published]]:
   return [(name, entry) for name in models.MODELS for entry in models.get_family(name).published]
 
 
-# Dense bfloat16 peak FLOP/s per device (vendor figures, no sparsity), by a piece of
-# `jax.Device.device_kind`; the first match wins (so "H100 PCIe" before "H100").
+# Dense bfloat16 peak FLOP/s per JAX device (vendor figures, no sparsity), by a piece of
+# `jax.Device.device_kind`; the first match wins (so "H100 PCIe" before "H100"). TPU v2 and v3
+# chips (45 and 123 TFLOP/s) are two devices each, one per TensorCore: half a chip each; v4 and
+# v5p run their two cores as one megacore device.
 PEAK_BF16_FLOPS = (
     ("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("GH200", 989e12),
     ("B200", 2250e12), ("A100", 312e12), ("V100", 125e12), ("L4", 121e12),
-    ("TPU v2", 45e12), ("TPU v3", 123e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
+    ("TPU v2", 22.5e12), ("TPU v3", 61.5e12), ("TPU v4", 275e12), ("TPU v5 lite", 197e12),
     ("TPU v5e", 197e12), ("TPU v5", 459e12), ("TPU v6 lite", 918e12), ("TPU v6e", 918e12),
 )
 

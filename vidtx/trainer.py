@@ -563,6 +563,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       [target_caption(t, label_names) for t in targets])
         profiler.before(step, state)
         state, metrics = train_step(state, batch, step_rng, teacher_variables)
+        if step == start_step + 1:  # compiled: clips/s and MFU count from the end of this call
+          progress.restart(step)
         profiler.after(step, state)
         pending.append(metrics)
         examples_done += plan["global_batch"]

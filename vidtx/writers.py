@@ -189,9 +189,12 @@ class Progress:
       out["mfu"] = out["clips_per_sec"] * self.flops_per_clip / self.peak_flops
     return out
 
-  def restart(self) -> None:
-    """Starts the next throughput window now (so validation and saving are not counted)."""
+  def restart(self, step: int | None = None) -> None:
+    """Starts the next throughput window now (so validation and saving are not counted), after
+    `step` when given (the first step: its compilation is not counted)."""
     self._last_time = time.perf_counter()
+    if step is not None:
+      self._last_step = step
 
   def line(self, step: int, scalars: dict[str, float]) -> str:
     parts = [f"step {step}/{self.total_steps}"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 
@@ -221,15 +222,7 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
   """
   scale = q.shape[-1] ** -0.5
   if impl == "cudnn":
-    lead = q.shape[:-3]
-    flat = lambda a: a.reshape((-1,) + a.shape[-3:])
-    if bias is not None:
-      bias = jnp.broadcast_to(bias, lead + bias.shape[-3:]).reshape((-1,) + bias.shape[-3:])
-      bias = bias.astype(q.dtype)
-    fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
-    out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias=bias, scale=scale,
-                                       implementation="cudnn" if fused else None)
-    return out.reshape(q.shape)
+    return _fused_attention(q, k, v, bias, scale)
   # Logits leave the matmul in the compute dtype and are widened for the softmax: asking the
   # matmul for float32 output would make its backward matmuls float32 too.
   logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) * scale
@@ -237,6 +230,37 @@ def dot_product_attention(q, k, v, bias=None, *, impl: str = "xla"):
     logits = logits + bias.astype(jnp.float32)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
   return jnp.einsum("...hqk,...khd->...qhd", probs, v)
+
+
+def _fused_attention(q, k, v, bias, scale):
+  """jax.nn.dot_product_attention (cuDNN's kernel on a GPU) of [..., L, heads, head_dim] inputs.
+
+  Its inputs are [B, L, N, head_dim] with a bias broadcastable to [B, N, L, L]. Leading dims the
+  bias varies over (Swin's windows: the shift mask) join the heads, the others the batch, so the
+  bias is never broadcast over the batch: [1, nW * heads, L, L], not [B * nW, heads, L, L].
+  """
+  lead = q.shape[:-3]
+  length, heads, head_dim = q.shape[-3:]
+  per_bias = ()
+  if bias is not None:
+    bias = bias.reshape((1,) * (len(lead) + 3 - bias.ndim) + bias.shape)
+    per_bias = tuple(i for i, n in enumerate(bias.shape[:len(lead)]) if n != 1)
+  shared = tuple(i for i in range(len(lead)) if i not in per_bias)
+  n = len(lead)
+  # [*shared, L, *per_bias, heads, head_dim] -> [B, L, N, head_dim]
+  order = shared + (n,) + per_bias + (n + 1, n + 2)
+  to_batch = lambda a: a.transpose(order).reshape(
+      (math.prod(lead[i] for i in shared), length, -1, head_dim))
+  if bias is not None:  # [1.., nW.., heads, L, L] -> [1, nW * heads, L, L]
+    bias = jnp.broadcast_to(bias, tuple(1 if i in shared else lead[i] for i in range(n))
+                            + (heads, length, k.shape[-3]))
+    bias = bias.reshape((1, -1) + bias.shape[-2:]).astype(q.dtype)
+  fused = jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+  out = jax.nn.dot_product_attention(to_batch(q), to_batch(k), to_batch(v), bias=bias, scale=scale,
+                                     implementation="cudnn" if fused else None)
+  out = out.reshape(tuple(lead[i] for i in shared) + (length,) + tuple(lead[i] for i in per_bias)
+                    + (heads, head_dim))
+  return out.transpose(tuple(order.index(i) for i in range(n + 3)))
 
 
 class DropPath(nn.Module):

@@ -1,0 +1,110 @@
+"""Pod plans: the real train step compiled for a TPU slice by libtpu on this CPU-only machine."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vidtx import bench_step, plan
+from vidtx.errors import VidtxError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (pip install -e '.[tpu]')")
+
+
+def run_plan(*args, env=None):
+  return subprocess.run([sys.executable, "-m", "vidtx.plan", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=300, env=env)
+
+
+def one_line_error(result, *pieces):
+  assert result.returncode == 1, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+  for piece in pieces:
+    assert piece in lines[0], lines[0]
+
+
+def test_slice_names_give_cloud_tpu_shapes():
+  assert plan.parse_topology("v5p-128")[1] == "v5:4x4x4"  # 128 TensorCores = 64 chips
+  assert plan.parse_topology("v4-64")[1] == "v4:2x4x4"
+  assert plan.parse_topology("v5p-8")[1] == "v5:2x2x1"
+  assert plan.parse_topology("v5e-256")[1] == "v5e:16x16"
+  assert plan.parse_topology("v6e-8")[1] == "v6e:2x4"
+  assert plan.parse_topology("v5p:4x4x8")[1] == "v5:4x4x8"
+  for bad, words in (("v7x-8", "v5p-128, v5e-256"), ("v5p-12", "no default shape"), ("v5p-7", "2 cores")):
+    with pytest.raises(VidtxError, match=words):
+      plan.parse_topology(bad)
+
+
+def test_collectives_are_read_from_the_optimised_hlo():
+  hlo = """
+  %all-gather.1 = bf16[32,96]{1,0:T(8,128)(2,1)} all-gather(%p0), channel_id=1, dimensions={0}
+  %ag-start = (f32[8]{0}, f32[32]{0}) all-gather-start(%p1), channel_id=2
+  %ag-done = f32[32]{0} all-gather-done(%ag-start)
+  ROOT %all-reduce.2 = (f32[10]{0}, bf16[4,4]{1,0}) all-reduce(%a, %b), to_apply=%sum
+  %fusion = f32[4]{0} fusion(%all-reduce.2), calls=%fused
+"""
+  assert plan.collectives(hlo) == {"all-gather": {"count": 2, "bytes": 32 * 96 * 2 + 32 * 4},
+                                   "all-reduce": {"count": 1, "bytes": 40 + 32}}
+
+
+@needs_libtpu
+def test_plan_reports_per_chip_memory_that_grows_with_batch(tmp_path):
+  """A tiny TimeSformer for a 4-chip v5e slice, data parallel, at 8 clips per chip from the command
+  line (JSON and markdown) and at 1 clip per chip in this process. (With FSDP this tiny model's
+  temporaries do not grow with the batch: the compiler lays the two steps out differently.)"""
+  out, md = tmp_path / "plan.json", tmp_path / "plan.md"
+  result = run_plan("--config", "configs/timesformer_k400.py:smoke=True", "--topology", "v5e-4",
+                    "--mesh", "data=-1", "--batch", "8", "--output", str(out), "--markdown", str(md))
+  assert result.returncode == 0, result.stderr
+  assert result.stderr == ""  # libtpu looks for no TPU runtime, so it has nothing to complain about
+  assert "ESTIMATED step" in result.stdout and "not measurements" in result.stdout
+  report = json.loads(out.read_text())
+  assert report["estimates_only"] and report["versions"]["libtpu"]
+  (large,) = report["results"]
+  assert md.read_text().count("\n") == 3 and "est. MFU bound" in md.read_text()
+
+  config = bench_step.load_config("timesformer_k400", "smoke=True")
+  small = plan.plan_config(config, "v5e-4", per_chip_batch=1)
+  for r in (small, large):
+    assert r["fits"] and r["chips"] == 4 and r["device_kind"] == "TPU v5 lite"
+    assert r["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1} and r["global_batch"] == 4 * r["per_chip_batch"]
+    m = r["compiled_memory"]
+    assert r["total_bytes"] == (m["argument_bytes"] + m["output_bytes"] - m["alias_bytes"]
+                                + m["temp_bytes"] + m["generated_code_bytes"]) > 0
+    assert r["hbm_fraction"] == r["total_bytes"] / 16 / 2**30
+    assert r["xla_flops"] > 0 and r["model_flops"] > 0 and r["flop_ratio"] > 0
+    assert r["collectives"]["all-reduce"]["count"] >= 1  # the gradients
+    assert r["collective_bytes"] == sum(c["bytes"] for c in r["collectives"].values()) > 0
+    assert 0 < r["estimate"]["mfu_bound"] <= 1 and r["estimate"]["step_time_s"] > 0
+  # The clips and every activation grow with the batch; parameters and optimizer state do not.
+  assert large["compiled_memory"]["argument_bytes"] > small["compiled_memory"]["argument_bytes"]
+  assert large["compiled_memory"]["temp_bytes"] > small["compiled_memory"]["temp_bytes"]
+  assert large["model_flops"] == 8 * small["model_flops"]
+  assert large["xla_flops"] > 4 * small["xla_flops"]
+
+
+@needs_libtpu
+def test_unknown_topology_and_a_mesh_that_does_not_divide_the_slice_are_named():
+  with pytest.raises(VidtxError, match="libtpu does not know v5:3x3x3"):
+    plan.topology_devices("v5p:3x3x3")
+  config = bench_step.load_config("timesformer_k400", "smoke=True")
+  plan.apply_mesh(config, "data=3")
+  with pytest.raises(VidtxError, match="needs 3 devices, there are 4 of v5e-4"):
+    plan.plan_config(config, "v5e-4")
+  with pytest.raises(VidtxError, match="--mesh='data=two'"):
+    plan.apply_mesh(config, "data=two")
+
+
+def test_missing_libtpu_is_one_line(tmp_path):
+  """As every bad input on the command line: one line, exit status 1."""
+  blocked = tmp_path / "blocked" / "libtpu"
+  os.makedirs(blocked)
+  (blocked / "__init__.py").write_text("raise ImportError('libtpu is blocked for this test')\n")
+  env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'blocked'}{os.pathsep}{REPO}")
+  one_line_error(run_plan("--config", "configs/timesformer_k400.py:smoke=True", "--topology",
+                          "v5p-8", env=env), "needs libtpu", ".[tpu]")

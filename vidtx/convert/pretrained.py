@@ -7,6 +7,8 @@
   big_vision  a big_vision / google ViT .npz: renamed to PaddleClas's ViT names
   timm        a timm ViT state dict, .safetensors or a torch .pth (also {'model': ...} /
               Lightning-wrapped): PaddleClas's names, torch Linear weights transposed
+  vidtx       a vidtx checkpoint (a workdir, checkpoint directory or step) of any family, e.g. a
+              VideoMAE pretraining run: its variables in Paddle names (engine.to_paddle)
   mae         an MAE pretraining checkpoint (MAE-pytorch, which mx-mark's weight_init reads):
               {'model': {'encoder.…', 'decoder.…'}}; the encoder as a ViT (below)
 
@@ -23,8 +25,9 @@ from vidtx import messages
 from vidtx.convert import torch_files
 from vidtx.convert.readers import load_npz, load_pdparams, load_safetensors
 from vidtx.errors import VidtxError
+from vidtx.models.vit import sinusoid_table
 
-INIT_FORMATS = ("paddle", "paddleclas", "big_vision", "timm", "mae")
+INIT_FORMATS = ("paddle", "paddleclas", "big_vision", "timm", "mae", "vidtx")
 
 
 def _vit_from_big_vision(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
@@ -82,13 +85,6 @@ def _from_timm(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: (v.T if k.endswith(".weight") and v.ndim == 2 else v) for k, v in arrays.items()}
 
 
-def sinusoid_table(positions: int, dim: int) -> np.ndarray:
-  """The fixed sine-cosine position table [positions, dim] of MAE-pytorch's encoder: position p,
-  channel j -> sin (j even) / cos (j odd) of p / 10000 ** (2 * (j // 2) / dim)."""
-  angles = np.arange(positions)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None]
-  return np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
-
-
 def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
   """MAE-pytorch pretraining state -> timm / PaddleClas ViT names (torch layouts).
 
@@ -128,6 +124,21 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   return out
 
 
+def _vidtx_state(path: str) -> dict[str, np.ndarray]:
+  """A vidtx checkpoint -> {Paddle name: Paddle-layout array} of its own model's variables."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from vidtx import checkpoint, models  # pylint: disable=g-import-not-at-top  (orbax: only here)
+  from vidtx.convert import engine  # pylint: disable=g-import-not-at-top  (it imports this module)
+  model_config = ml_collections.ConfigDict(checkpoint.read_meta(path)["model"])
+  boxed = nn.unbox(models.abstract_variables(models.build(model_config), model_config))
+  variables, _ = checkpoint.restore_variables(path, checkpoint.abstract(
+      {"params": boxed["params"], "batch_stats": boxed.get("batch_stats", {})}))
+  messages.say(f"{path}: a vidtx checkpoint of model {model_config.name!r}")
+  return engine.to_paddle(variables, model_config)
+
+
 def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
   """A pretraining checkpoint -> {PaddleVideo name ('backbone.X' / 'head.X'): Paddle-layout array}."""
 
@@ -137,7 +148,7 @@ def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
     return torch_files.state_dict(torch_files.load_torch(p), p)
 
   readers = {"paddle": load_pdparams, "paddleclas": load_pdparams, "big_vision": load_npz,
-             "timm": timm, "mae": timm}
+             "timm": timm, "mae": timm, "vidtx": _vidtx_state}
   if fmt not in readers:
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")
   return pretrained_state(readers[fmt](path), fmt, path)
@@ -152,7 +163,7 @@ def pretrained_state(arrays: Mapping[str, np.ndarray], fmt: str, where: str = "(
     state = _from_timm(arrays)
   elif fmt == "mae":
     state = _from_timm(_vit_from_mae(arrays, where))
-  elif fmt in ("paddle", "paddleclas"):
+  elif fmt in ("paddle", "paddleclas", "vidtx"):
     state = dict(arrays)
   else:
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")

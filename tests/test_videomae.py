@@ -2,9 +2,11 @@
 trainer, pretrain -> fine-tune with init_from format 'vidtx', official-checkpoint conversion
 (golden files from MCG-NJU/VideoMAE's own code: tests/golden/make_videomae.py) and the
 reconstruction picture. CPU, tiny shapes."""
-import json
 import os
+import subprocess
+import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -100,40 +102,41 @@ def test_finetune_head_starts_small_and_bad_shapes_say_so():
     models.abstract_variables(models.build(tiny(**dict(TINY_PRETRAIN, mask_ratio=0.1))), tiny())
 
 
-def _smoke(arg: str, data_dir: str, steps: int = 2) -> ml_collections.ConfigDict:
-  from configs import videomae_k400
-  config = videomae_k400.get_config(f"{arg},smoke=True")
-  config.data.dir = data_dir
-  config.train.update(num_steps=steps, val_every=steps, checkpoint_every=steps, log_every=1)
-  return config
-
-
-def test_pretrain_then_finetune_through_the_trainer(smoke_data_dir, tmp_path, capsys):
+def test_pretrain_through_the_trainer_then_finetune_init(smoke_data_dir, tmp_path, capsys):
   """Label-free pretraining runs in the ordinary trainer (validation reports the reconstruction
-  loss, no top-1); fine-tuning starts from its encoder (init_from format vidtx) and says what it
-  loaded, left fresh and did not use."""
-  from vidtx import trainer
+  loss, no top-1); the fine-tune model starts from its encoder (init_from format vidtx) and says
+  what it loaded, left fresh and did not use. (The fine-tune config's own smoke run is
+  tests/test_configs.py's.)"""
+  from configs import videomae_k400
+  from vidtx import convert, trainer
+  config = videomae_k400.get_config("pretrain,smoke=True")
+  config.data.dir = smoke_data_dir
+  config.train.update(num_steps=1, val_every=1, checkpoint_every=1, log_every=1)
   pretrain_dir = str(tmp_path / "pretrain")
-  last = trainer.train_and_evaluate(_smoke("pretrain", smoke_data_dir), pretrain_dir)
+  last = trainer.train_and_evaluate(config, pretrain_dir)
   assert "val_loss" in last and "val_top1" not in last and "train_top1" not in last
-  assert 0.1 < last["val_loss"] < 10
-  out = capsys.readouterr().out
-  assert "(label-free objective)" in out
-  lines = [json.loads(line) for line in open(os.path.join(pretrain_dir, "metrics.jsonl"))]
-  assert all(np.isfinite(line["loss"]) for line in lines if "loss" in line)
+  assert 0.1 < last["val_loss"] < 10 and np.isfinite(last["loss"])
+  assert "(label-free objective)" in capsys.readouterr().out
 
-  config = _smoke("finetune", smoke_data_dir)
-  config.init_from.path = pretrain_dir
-  last = trainer.train_and_evaluate(config, str(tmp_path / "finetune"))
-  assert "val_top1" in last
+  finetune = videomae_k400.get_config("finetune,smoke=True")
+  model = models.build(finetune.model)
+  start = jax.jit(lambda v: model.init(jax.random.key(1), v, train=False))(clip())
+  init = ml_collections.ConfigDict(dict(path=pretrain_dir, format="vidtx", options={}))
+  params = convert.init_from(init, start, finetune.model)["params"]
   out = capsys.readouterr().out
-  depth = config.model.depth
+  depth = finetune.model.depth
   # patch embedding (2) + 12 per block; fc_norm (2) and head (2) fresh; the encoder's final norm
   # (2) and the decoder's 2 + 12 + 2 + 2 + 1 entries (to_decoder, mask token) unused.
   assert (f"init_from {pretrain_dir}: {2 + 12 * depth} variables loaded, 4 left fresh "
           "(params/fc_norm/bias, params/fc_norm/scale, params/head/fc/bias, params/head/fc/kernel)"
           ) in out
-  assert "20 checkpoint entries unused (backbone.decoder_blocks.0." in out
+  assert "checkpoint entries unused (backbone.decoder_blocks.0." in out
+  from vidtx import checkpoint
+  abstract = nn.unbox(models.abstract_variables(models.build(config.model), config.model))
+  saved, _ = checkpoint.restore_variables(pretrain_dir, checkpoint.abstract(
+      {"params": abstract["params"], "batch_stats": {}}))
+  np.testing.assert_array_equal(np.asarray(params["blocks_1"]["mlp"]["fc2"]["kernel"].value),
+                                saved["params"]["blocks_1"]["mlp"]["fc2"]["kernel"])
 
 
 def test_pretrained_encoder_into_vivit_where_shapes_allow(tmp_path, capsys):
@@ -160,3 +163,64 @@ def test_pretrained_encoder_into_vivit_where_shapes_allow(tmp_path, capsys):
   assert "a vidtx checkpoint of model 'videomae'" in out
   assert "left fresh" in out and "params/pos_embed" in out and "params/cls_token" in out
   assert len(fresh) > 0
+
+
+# ----------------------------------------------------------------------------- official checkpoints
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "videomae")
+
+
+def golden_config(pretrain: bool) -> ml_collections.ConfigDict:
+  """The tiny models of tests/golden/make_videomae.py."""
+  return ml_collections.ConfigDict(dict(
+      name="videomae", num_classes=5, num_frames=16 if pretrain else 4, image_size=16,
+      dtype="float32", patch_size=8, tubelet_size=2, hidden_size=32, depth=2, num_heads=4,
+      drop_path_rate=0.0, pretrain=pretrain, mask_ratio=0.5, decoder_hidden_size=16,
+      decoder_depth=1, decoder_num_heads=2))
+
+
+def test_official_checkpoints_give_the_official_logits_and_reconstructions():
+  """Released-layout .pth files made by MCG-NJU/VideoMAE's own code load without torch, and give
+  its logits (fine-tuned, {'module': ...}) and reconstructions (pretraining with a fixed tube
+  mask, {'model': ...})."""
+  from vidtx import convert
+  golden = np.load(os.path.join(GOLDEN, "outputs.npz"))
+  to_ours = lambda video: jnp.asarray(video.transpose(0, 2, 3, 4, 1))  # B C T H W -> B T H W C
+
+  config = golden_config(pretrain=False)
+  variables = convert.from_videomae(os.path.join(GOLDEN, "finetune.pth"), config)
+  logits = jax.jit(lambda v, x: models.build(config).apply(v, x, train=False))(
+      variables, to_ours(golden["finetune_video"]))
+  np.testing.assert_allclose(logits, golden["finetune_logits"], rtol=1e-5, atol=1e-6)
+
+  config = golden_config(pretrain=True)
+  variables = convert.from_videomae(os.path.join(GOLDEN, "pretrain.pth"), config)
+  model = models.build(config)
+  predictions, targets, _ = jax.jit(lambda v, x, m: model.apply(v, x, train=False, mask=m, reconstruct=True))(
+      variables, to_ours(golden["pretrain_video"]), jnp.asarray(golden["pretrain_mask"]))
+  np.testing.assert_allclose(predictions, golden["pretrain_reconstruction"], rtol=1e-5, atol=1e-6)
+  # Their targets de-normalise (ImageNet mean / std) first: the same up to where the 1e-6 sits.
+  np.testing.assert_allclose(targets, golden["pretrain_targets"], rtol=1e-4, atol=1e-4)
+  assert "torch" not in sys.modules
+
+  with pytest.raises(VidtxError, match="a pretraining VideoMAE checkpoint.*videomae_k400.py:pretrain"):
+    convert.from_videomae(os.path.join(GOLDEN, "pretrain.pth"), golden_config(pretrain=False))
+  other = golden_config(False)
+  other.update(depth=3)
+  with pytest.raises(VidtxError, match=r"12 missing keys: blocks\.2\.attn\.proj\.bias"):
+    convert.from_videomae(os.path.join(GOLDEN, "finetune.pth"), other)
+
+
+def test_convert_cli_takes_a_videomae_file(tmp_path):
+  """python -m vidtx.convert videomae FILE.pth --config ... --output DIR writes a checkpoint."""
+  config = tmp_path / "tiny.py"
+  config.write_text("import ml_collections\nfrom configs import videomae_k400\n"
+                    "def get_config(arg=None):\n  c = videomae_k400.get_config('finetune')\n"
+                    f"  c.model = ml_collections.ConfigDict({golden_config(False).to_dict()!r})\n"
+                    "  return c\n")
+  result = subprocess.run(
+      [sys.executable, "-m", "vidtx.convert", "videomae", os.path.join(GOLDEN, "finetune.pth"),
+       f"--config={config}", f"--output={tmp_path / 'out'}"],
+      capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
+      env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "wrote" in result.stdout + result.stderr and os.listdir(tmp_path / "out")

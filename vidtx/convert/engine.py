@@ -167,16 +167,16 @@ def to_paddle(variables, config) -> dict[str, np.ndarray]:
   return state
 
 
-CONVERT_FORMATS = ("paddle", "mxmark")
+CONVERT_FORMATS = ("paddle", "mxmark", "videomae")
 
 
 def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | None = None,
                        fmt: str = "paddle") -> dict:
-  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' .pth) -> an orbax checkpoint in
+  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' / 'videomae' .pth) -> an orbax checkpoint in
   `output_dir` that eval.py / predict.py read."""
   from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
-  from vidtx.convert import mxmark  # pylint: disable=g-import-not-at-top  (it imports this module)
-  readers = {"paddle": from_paddle, "mxmark": mxmark.from_mxmark}
+  from vidtx.convert import mxmark, videomae  # pylint: disable=g-import-not-at-top  (they import this module)
+  readers = {"paddle": from_paddle, "mxmark": mxmark.from_mxmark, "videomae": videomae.from_videomae}
   if fmt not in readers:
     raise VidtxError(f"checkpoint format {fmt!r}; expected one of {list(CONVERT_FORMATS)}")
   if os.path.exists(output_dir) and os.listdir(output_dir):

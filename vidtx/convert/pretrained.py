@@ -85,6 +85,25 @@ def _from_timm(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: (v.T if k.endswith(".weight") and v.ndim == 2 else v) for k, v in arrays.items()}
 
 
+def plain_blocks(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """MAE / VideoMAE blocks (`…blocks.<i>.`, torch names and layouts) -> plain ViT blocks: the
+  attention's `q_bias` / `v_bias` (no key bias) become qkv.bias = [q_bias, 0, v_bias]; layer
+  scale (`gamma_1` / `gamma_2`, where trained with init_values > 0) is folded into attn.proj /
+  mlp.fc2, which is the same function. Other entries are kept as they are."""
+  block = re.compile(r"^(.*blocks\.\d+\.)(attn\.q_bias|attn\.v_bias|gamma_1|gamma_2)$")
+  out = {name: value for name, value in state.items() if not block.match(name)}
+  for prefix in sorted({m[1] for k in state if (m := block.match(k))}):
+    if prefix + "attn.q_bias" in state:
+      q = state[prefix + "attn.q_bias"]
+      out[prefix + "attn.qkv.bias"] = np.concatenate([q, np.zeros_like(q), state[prefix + "attn.v_bias"]])
+    for gamma, layer in (("gamma_1", "attn.proj"), ("gamma_2", "mlp.fc2")):
+      if prefix + gamma in state:
+        scale = state[prefix + gamma]
+        out[prefix + layer + ".weight"] = scale[:, None] * out[prefix + layer + ".weight"]
+        out[prefix + layer + ".bias"] = scale * out[prefix + layer + ".bias"]
+  return out
+
+
 def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
   """MAE-pytorch pretraining state -> timm / PaddleClas ViT names (torch layouts).
 
@@ -92,7 +111,7 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   `mask_token` are pretraining-only. Its attention has `q_bias` / `v_bias` and no key bias:
   qkv.bias = [q_bias, 0, v_bias]. Layer scale (`gamma_1` / `gamma_2`, where trained with
   init_values > 0) is folded into the attention projection / fc2, which is the same function.
-  It has no class token; its position embedding is a fixed sine-cosine table of the patches
+  It has no class token (`plain_blocks` makes its blocks plain ViT blocks); its position embedding is a fixed sine-cosine table of the patches
   (not in the file): `pos_embed` = that table after a zero class-token row (a learnable
   `encoder.pos_embed` is taken as it is).
   """
@@ -100,21 +119,7 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   if "patch_embed.proj.weight" not in encoder:
     raise VidtxError(f"{path}: no 'encoder.patch_embed.proj.weight'; expected an MAE pretraining "
                      f"checkpoint ({{'model': {{'encoder.…'}}}}), got e.g. {sorted(arrays)[:5]}")
-  out = {}
-  for name, value in encoder.items():
-    block = re.match(r"^(blocks\.\d+\.)(.*)$", name)
-    if block and block[2] in ("attn.q_bias", "attn.v_bias", "gamma_1", "gamma_2"):
-      continue
-    out[name] = value
-  for prefix in sorted({m[1] for k in encoder if (m := re.match(r"^(blocks\.\d+\.)", k))}):
-    if prefix + "attn.q_bias" in encoder:
-      q = encoder[prefix + "attn.q_bias"]
-      out[prefix + "attn.qkv.bias"] = np.concatenate([q, np.zeros_like(q), encoder[prefix + "attn.v_bias"]])
-    for gamma, layer in (("gamma_1", "attn.proj"), ("gamma_2", "mlp.fc2")):
-      if prefix + gamma in encoder:
-        scale = encoder[prefix + gamma]
-        out[prefix + layer + ".weight"] = scale[:, None] * out[prefix + layer + ".weight"]
-        out[prefix + layer + ".bias"] = scale * out[prefix + layer + ".bias"]
+  out = plain_blocks(encoder)
   if "pos_embed" not in out:
     patches = (224 // encoder["patch_embed.proj.weight"].shape[-1]) ** 2  # MAE-pytorch trains at 224
     table = sinusoid_table(patches, encoder["patch_embed.proj.weight"].shape[0])

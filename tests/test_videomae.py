@@ -224,3 +224,39 @@ def test_convert_cli_takes_a_videomae_file(tmp_path):
       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(__file__))}, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   assert "wrote" in result.stdout + result.stderr and os.listdir(tmp_path / "out")
+
+
+# ----------------------------------------------------------------------------- the picture
+def test_explain_shows_masked_input_reconstruction_and_original(tmp_path):
+  config = tiny(**TINY_PRETRAIN)
+  model = models.build(config)
+  video = clip(batch=1)
+  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(video)
+  data = ml_collections.ConfigDict(dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)))
+  rec = videomae.explain(model, variables, video, data_config=data)
+  assert rec.masked.shape == rec.reconstruction.shape == rec.original.shape == (4, 32, 32, 3)
+  assert rec.mask.shape == (2, 2, 2) and rec.mask.sum() == 4
+  hidden = np.repeat(np.repeat(np.repeat(rec.mask, 2, 0), 16, 1), 16, 2)  # [T, H, W]
+  np.testing.assert_allclose(rec.original, np.clip(np.asarray(video[0]) * 0.225 + 0.45, 0, 1), atol=1e-6)
+  np.testing.assert_array_equal(rec.reconstruction[~hidden], rec.original[~hidden])
+  np.testing.assert_allclose(rec.masked[hidden], 0.5, atol=1e-6)
+  np.testing.assert_array_equal(rec.masked[~hidden], rec.original[~hidden])
+  # The first hidden tube: its prediction times the tube's own std, plus its mean (per channel).
+  mask = videomae.tube_mask(jax.random.key(0), 1, (2, 2, 2), 0.5)
+  predictions, _, _ = model.apply(variables, video, train=False, mask=mask, reconstruct=True)
+  first = int(np.argmax(np.asarray(mask[0])))
+  t, r, c = first // 4, first // 2 % 2, first % 2
+  tube = np.asarray(video[0, 2 * t:2 * t + 2, 16 * r:16 * r + 16, 16 * c:16 * c + 16], np.float64)
+  pixels = tube.reshape(-1, 3)
+  guess = np.asarray(predictions[0, 0]).reshape(-1, 3) * (pixels.std(0, ddof=1) + 1e-6) + pixels.mean(0)
+  expected = np.clip(guess.reshape(tube.shape) * 0.225 + 0.45, 0, 1)
+  np.testing.assert_allclose(rec.reconstruction[2 * t:2 * t + 2, 16 * r:16 * r + 16, 16 * c:16 * c + 16],
+                             expected, rtol=1e-4, atol=1e-5)
+  uint8 = np.round(rec.original * 255).astype(np.uint8)
+  paths = rec.write(str(tmp_path), "clip", uint8, ["a", "b"])
+  from PIL import Image
+  image = Image.open(paths["png"])
+  assert image.size[0] > 4 * 96 and image.size[1] > 3 * 96   # 4 frames x 3 rows, enlarged
+  np.testing.assert_array_equal(np.load(paths["npz"])["mask"], rec.mask)
+  with pytest.raises(VidtxError, match="fine-tuned VideoMAE reconstructs nothing"):
+    videomae.explain(models.build(tiny()), variables, video, data_config=data)

@@ -30,9 +30,13 @@ encoder_to_decoder, mask_token, decoder_blocks_i/..., decoder_norm, decoder_head
 """
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vidtx.errors import VidtxError
 from vidtx.models import vit
@@ -182,6 +186,79 @@ class VideoMAE(nn.Module):
     if reconstruct:
       return predictions, targets, mask
     return jnp.mean(jnp.square(predictions - targets), axis=(1, 2))
+
+
+# ----------------------------------------------------------------------------- the picture
+@dataclasses.dataclass
+class Reconstruction:
+  """A pretraining model's reconstruction of one clip (float [T, H, W, 3] pixels in 0..1)."""
+  masked: np.ndarray          # the input with the hidden tubes grey: what the encoder saw
+  reconstruction: np.ndarray  # visible tubes as they are, hidden ones as predicted
+  original: np.ndarray        # the input, de-normalised
+  mask: np.ndarray            # bool [T', h, w], True = hidden
+  loss: float                 # the model's loss on this clip (mean squared error, hidden tubes)
+
+  def write(self, out_dir: str, name: str, clip: np.ndarray, label_names=()) -> dict:
+    """DIR/<name>.png: rows masked input / reconstruction / original, a column per frame
+    (enlarged, nearest, to at least 96 pixels); DIR/<name>.npz: the arrays. `clip` (uint8
+    [T, H, W, 3]) is the original row; a pretraining model predicts no class (`label_names`
+    unused). Returns the paths {png, npz}."""
+    del label_names
+    from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top  (matplotlib's dependency)
+    os.makedirs(out_dir, exist_ok=True)
+    t, h, w = clip.shape[:3]
+    scale = max(1, -(-96 // max(h, w)))
+    rows = [np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+            for a in (self.masked, self.reconstruction)] + [np.asarray(clip, np.uint8)]
+    gap, label_w, title_h = 2, 110, 20
+    fh, fw = h * scale, w * scale
+    canvas = Image.new("RGB", (label_w + t * (fw + gap), title_h + 3 * (fh + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    hidden = float(self.mask.mean())
+    draw.text((4, 4), f"{name}: {hidden:.0%} of the tubes hidden; loss {self.loss:.3f} "
+              "(per-tube normalised pixels)", fill="black")
+    for r, (label, frames) in enumerate(zip(("masked input", "reconstruction", "original"), rows)):
+      y = title_h + r * (fh + gap)
+      draw.text((4, y + fh // 2 - 6), label, fill="black")
+      for i, frame in enumerate(frames):
+        big = np.repeat(np.repeat(frame, scale, axis=0), scale, axis=1)
+        canvas.paste(Image.fromarray(big), (label_w + i * (fw + gap), y))
+    paths = {"png": os.path.join(out_dir, f"{name}.png"), "npz": os.path.join(out_dir, f"{name}.npz")}
+    canvas.save(paths["png"])
+    np.savez(paths["npz"], masked=self.masked, reconstruction=self.reconstruction,
+             original=self.original, mask=self.mask, loss=self.loss)
+    return paths
+
+
+def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) -> Reconstruction:
+  """The reconstruction picture of a pretraining model (`pretrain=True`) for one normalised clip
+  `video` float [1, T, H, W, 3] (data_config.mean / std), with the tube mask of `seed`."""
+  if not model.pretrain:
+    raise VidtxError("videomae: a fine-tuned VideoMAE reconstructs nothing; give the pretraining "
+                     "checkpoint and config (configs/videomae_k400.py:pretrain)")
+  video = jnp.asarray(video, jnp.float32)
+  grid = model.grid(video.shape)
+  p, tube = model.patch_size, model.tubelet_size
+
+  def run(variables, video):
+    mask = tube_mask(jax.random.key(seed), 1, grid, model.mask_ratio)
+    predictions, targets, _ = model.apply(variables, video, train=False, mask=mask, reconstruct=True)
+    _, mean, std = normalised_tubes(video, tube, p)
+    masked_index = jnp.argsort(mask, axis=-1, stable=True)[:, mask.shape[1] - predictions.shape[1]:]
+    tubes = patchify(video, tube, p)
+    guessed = predictions.reshape(predictions.shape[:2] + (-1, 3))
+    guessed = guessed * jnp.take_along_axis(std, masked_index[..., None, None], 1) + \
+        jnp.take_along_axis(mean, masked_index[..., None, None], 1)  # per tube back to its scale
+    filled = tubes.at[0, masked_index[0]].set(guessed[0])
+    grey = tubes.at[0, masked_index[0]].set(jnp.asarray(
+        (0.5 - np.asarray(data_config.mean)) / np.asarray(data_config.std), jnp.float32))
+    loss = jnp.mean(jnp.square(predictions - targets))
+    return [unpatchify(x, grid, tube, p)[0] for x in (grey, filled, tubes)], mask, loss
+
+  (masked, filled, original), mask, loss = jax.jit(run)(variables, video)
+  pixels = lambda x: np.clip(np.asarray(x) * np.asarray(data_config.std) + np.asarray(data_config.mean), 0, 1)
+  return Reconstruction(masked=pixels(masked), reconstruction=pixels(filled), original=pixels(original),
+                        mask=np.asarray(mask).reshape(grid), loss=float(loss))
 
 
 FAMILY = Family(

@@ -22,11 +22,17 @@ the mean squared error over hidden tubes, so the trainer's objective is label-fr
 per-tube normalisation removes the data normalisation's per-channel shift and scale (the
 official code de-normalises first: the same target up to where the 1e-6 sits).
 
-Masks: `mask` [B, N] bool (True = hidden) may be given; else drawn from the 'mask' rng, else
+Masks: `mask` [B, N] bool (True = hidden; per example exactly T' * int(mask_ratio * H'W') hidden,
+as `tube_mask` draws them) may be given; else drawn from the 'mask' rng, else
 the 'dropout' rng in training, else a fixed key (validation sees the same masks every time).
 
 Parameter names: patch_embed/proj, blocks_i/..., fc_norm, head/fc (fine-tune); norm,
 encoder_to_decoder, mask_token, decoder_blocks_i/..., decoder_norm, decoder_head (pretrain).
+Official checkpoints: vidtx.convert.from_videomae. Fresh initialisation is vit's (trunc-normal
+0.02 Dense kernels), not the official pretraining model's xavier-uniform.
+
+`explain(model, variables, video, data_config=...)`: a pretraining model's picture of one clip
+(masked input, reconstruction, original: `Reconstruction.write`).
 """
 from __future__ import annotations
 

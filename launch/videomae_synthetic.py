@@ -59,7 +59,7 @@ def experiment_config(mode: str, data_dir: str, seed: int, steps: int):
                  drop_path_rate=0.0, mask_ratio=0.75, decoder_hidden_size=32, decoder_depth=1,
                  decoder_num_heads=2)
   c.data = demo.get_config().data
-  c.data.update(name="prepared", dir=data_dir, synthetic=None, val_split="val", test_split="test",
+  c.data.update(name="prepared", dir=data_dir, val_split="val", test_split="test",
                 train_split="train" if mode == "pretrain" else "train10")
   c.train.update(batch_size=32 if mode == "pretrain" else 16, device_batch_size=None,
                  num_steps=steps, num_epochs=None, log_every=50, val_every=steps,

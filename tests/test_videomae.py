@@ -81,6 +81,12 @@ def test_pretrain_encoder_sees_only_visible_tokens_and_loss_is_masked_mse():
   (p2, t2, _), _ = run(changed, mask)
   np.testing.assert_allclose(p2, predictions, rtol=1e-5, atol=1e-6)
   assert not np.allclose(t2[0], targets[0])
+  # normalize_target=False (same parameters): the hidden tubes' input pixels as they are.
+  plain = models.build(tiny(**TINY_PRETRAIN, normalize_target=False))
+  _, plain_targets, _ = jax.jit(lambda v, m: plain.apply(variables, v, train=False, mask=m, reconstruct=True))(
+      video, mask)
+  hidden_tubes = np.asarray(videomae.patchify(video, 2, 16))[np.asarray(mask)].reshape(2, 4, -1)
+  np.testing.assert_array_equal(plain_targets, hidden_tubes)
   # Without a mask: training draws from the dropout rng, evaluation uses a fixed one.
   masks = jax.jit(lambda v, key: (
       model.apply(variables, v, train=False, reconstruct=True)[2],

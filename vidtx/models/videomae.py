@@ -16,7 +16,8 @@ positions hidden in every time slot; the encoder runs on the visible tokens only
 position for each hidden token (visible first, each group in token order, as the official code)
 -> `decoder_blocks_i` -> `decoder_norm` -> `decoder_head` predicts the hidden tubes' pixels
 [3 * tubelet * p * p] ordered (dt, dy, dx, rgb). The target is each tube normalised per
-channel over its pixels (mean, unbiased std + 1e-6). video -> per-example loss [B] (float32):
+channel over its pixels (mean, unbiased std + 1e-6); `normalize_target=False` (the official
+normlize_target=False): the tube's pixels as the model receives them (data-normalised). video -> per-example loss [B] (float32):
 the mean squared error over hidden tubes, so the trainer's objective is label-free
 (`objective`, vidtx.losses.is_label_free). The model's input is the normalised video; the
 per-tube normalisation removes the data normalisation's per-channel shift and scale (the
@@ -110,6 +111,7 @@ class VideoMAE(nn.Module):
   head_init_scale: float = 0.001
   pretrain: bool = False
   mask_ratio: float = 0.9
+  normalize_target: bool = True  # False: the targets are the input's pixels as they are
   decoder_hidden_size: int = 384
   decoder_depth: int = 4
   decoder_num_heads: int = 6
@@ -188,7 +190,12 @@ class VideoMAE(nn.Module):
     pixels = 3 * self.tubelet_size * self.patch_size ** 2
     predictions = vit.dense(pixels, ("embed", None), dtype=dtype, name="decoder_head")(x)
     predictions = predictions.astype(jnp.float32)
-    targets = _gather(normalised_tubes(video, self.tubelet_size, self.patch_size)[0], masked)
+    if self.normalize_target:
+      tubes = normalised_tubes(video, self.tubelet_size, self.patch_size)[0]
+    else:
+      tubes = patchify(video.astype(jnp.float32), self.tubelet_size, self.patch_size)
+      tubes = tubes.reshape(tubes.shape[:2] + (-1,))
+    targets = _gather(tubes, masked)
     if reconstruct:
       return predictions, targets, mask
     return jnp.mean(jnp.square(predictions - targets), axis=(1, 2))
@@ -253,8 +260,9 @@ def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) ->
     masked_index = jnp.argsort(mask, axis=-1, stable=True)[:, mask.shape[1] - predictions.shape[1]:]
     tubes = patchify(video, tube, p)
     guessed = predictions.reshape(predictions.shape[:2] + (-1, 3))
-    guessed = guessed * jnp.take_along_axis(std, masked_index[..., None, None], 1) + \
-        jnp.take_along_axis(mean, masked_index[..., None, None], 1)  # per tube back to its scale
+    if model.normalize_target:  # per tube back to its own scale
+      guessed = guessed * jnp.take_along_axis(std, masked_index[..., None, None], 1) + \
+          jnp.take_along_axis(mean, masked_index[..., None, None], 1)
     filled = tubes.at[0, masked_index[0]].set(guessed[0])
     grey = tubes.at[0, masked_index[0]].set(jnp.asarray(
         (0.5 - np.asarray(data_config.mean)) / np.asarray(data_config.std), jnp.float32))

@@ -56,7 +56,7 @@ def from_checkpoint(config, path: str) -> Predictor:
   model, variables, meta = evaluate.restore_model(config, path, mesh)
   averaging = config.eval.averaging
   probs = jax.jit(lambda v, x: export.probabilities(model, v, x, config.data, averaging))
-  return Predictor(meta["label_names"], export.decode_settings(meta.get("prepared")), config.data,
+  return Predictor(meta["label_names"], export.checkpoint_decoding(meta, config.data, path), config.data,
                    config.data.test_clips, config.data.test_crops, lambda x: probs(variables, x),
                    source={"checkpoint": os.path.abspath(path)})
 
@@ -76,14 +76,20 @@ def from_export(directory: str, runtime: str) -> Predictor:
                    source={"exported": os.path.abspath(directory), "runtime": runtime})
 
 
-def video_probabilities(predictor: Predictor, path: str):
-  """probabilities [K] of one video file; VidtxError (naming the file) for one it cannot take."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
+def video_views(predictor: Predictor, path: str):
+  """uint8 views [V, T, H, W, 3] of one video file, as the model takes them (V = clips x crops)."""
   from vidtx.data import decode, views  # pylint: disable=g-import-not-at-top
 
   decoded = decode.decode_video(path, **predictor.decode)
-  clip_views = views.eval_views(decoded.jpeg_frames, predictor.data, predictor.clips, predictor.crops,
-                                source=decoded.source)
+  return views.eval_views(decoded.jpeg_frames, predictor.data, predictor.clips, predictor.crops,
+                          source=decoded.source)
+
+
+def video_probabilities(predictor: Predictor, path: str):
+  """probabilities [K] of one video file; VidtxError (naming the file) for one it cannot take."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  clip_views = video_views(predictor, path)
   if predictor.views_shape is not None and clip_views.shape != predictor.views_shape:
     raise cli.VidtxError(f"{path}: its views are {list(clip_views.shape)} but the exported model takes "
                          f"{list(predictor.views_shape)} (export.json's input shape without the batch)")

@@ -145,6 +145,9 @@ def data_config(**overrides) -> ml_collections.ConfigDict:
       test_resize="round",      # short side eval_short_side, long side rounded (4:3: fixed_ratio)
       test_crop="vidtx",        # 1: centre; 3: along the longer side (PaddleVideo UniformCrop)
       test_interpolation="bilinear",  # or "bilinear_antialias" (PIL's BILINEAR)
+      # How predict decodes a video for a checkpoint that records no preparation (converted):
+      # "vidtx" (its defaults) | the seed's decoder ("paddle_pyav", "paddle_decord", "mxmark_decord").
+      test_decoder="vidtx",
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
       shuffle_buffer=256,
       num_threads=_unset(int),  # tf.data private thread pool; unset = tf.data's shared pool

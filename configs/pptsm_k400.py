@@ -44,6 +44,7 @@ def get_config(arg=None):
       test_sampler="paddle_dense" if dense else "vidtx", test_resize="paddle_scale_4_3",
       test_crop="paddle_full_res" if dense else "paddle_center",
       test_interpolation="bilinear_antialias",
+      test_decoder="paddle_decord",
       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
   c.train.update(batch_size=128, device_batch_size=16, num_epochs=80, label_smoothing=0.1,
                  log_every=50, val_every=5000, checkpoint_every=2000,

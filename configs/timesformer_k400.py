@@ -37,6 +37,7 @@ def get_config(arg=None):
       eval_short_side=224, test_clips=1, test_crops=3,
       test_window="pyav_test", test_window_seconds=32 * 8 / 30, test_sampler="paddle_linspace",
       test_resize="paddle_jitter_scale", test_crop="paddle_uniform",
+      test_decoder="paddle_pyav",
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=15,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -58,6 +58,7 @@ def get_config(arg=None):
       image_size=224, train_aug="random_resized_crop", rrc_area=(0.08, 1.0),
       eval_short_side=256, test_clips=1, test_crops=3,
       test_sampler="mxmark", test_resize="torchvision", test_crop="mxmark_three",
+      test_decoder="mxmark_decord",
       mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=15,
                  log_every=50, val_every=2000, checkpoint_every=1000)

@@ -36,7 +36,7 @@ def get_config(arg=None):
       num_frames=8, sampling="dense", frame_interval=8, test_sampling="segment", image_size=256, train_aug="scale_jitter",
       scale_jitter=(256, 380), eval_short_side=256, test_clips=1, test_crops=3,
       test_window="pyav_test", test_window_seconds=32 * 8 / 30, test_resize="paddle_jitter_scale",
-      test_crop="paddle_multi_center",
+      test_crop="paddle_multi_center", test_decoder="paddle_pyav",
       mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
   c.train.update(batch_size=256, device_batch_size=16, num_epochs=25, label_smoothing=0.01,
                  log_every=20, val_every=500, checkpoint_every=500)

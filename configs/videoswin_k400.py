@@ -43,6 +43,7 @@ def get_config(arg=None):
       image_size=224, train_aug="random_resized_crop",
       eval_short_side=224, test_clips=4, test_crops=3,
       test_sampler="paddle_clips", test_resize="paddle_scale_round", test_crop="paddle_uniform",
+      test_decoder="paddle_decord",
       mean=(123.675 / 255, 116.28 / 255, 103.53 / 255), std=(58.395 / 255, 57.12 / 255, 57.375 / 255))
   c.train.update(batch_size=64, device_batch_size=8, num_epochs=30,
                  log_every=50, val_every=2000, checkpoint_every=1000)

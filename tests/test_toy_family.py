@@ -1,6 +1,7 @@
 """A new model family is one module, one registry entry and one config: a toy family declared in a
-temporary module goes through train -> eval -> predict -> to_paddle / from_paddle, and nothing
-else in the repository knows about it."""
+temporary module goes through train -> eval -> predict -> visualize -> to_paddle / from_paddle,
+and nothing else in the repository knows about it."""
+import dataclasses
 import importlib.util
 import math
 import os
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from vidtx import convert, evaluate, flops, models, sharding, trainer
+from vidtx import convert, evaluate, flops, models, sharding, trainer, visualize
+from vidtx.errors import VidtxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +22,7 @@ TOY_MODULE = '''
 """Toy: a per-frame 3x3 conv with BatchNorm, averaged over time and space, and a classifier."""
 import flax.linen as nn
 
-from vidtx.models import vit
+from vidtx.models import explain, vit
 from vidtx.models.family import Family, Published
 
 
@@ -45,6 +47,10 @@ class Toy(nn.Module):
     return vit.Head(self.num_classes, name="head")(x)
 
 
+def grad_cam_map(model, variables, video, *, data_config):
+  return explain.grad_cam_maps(model, variables, video, ("bn",))
+
+
 FAMILY = Family(
     module=Toy,
     tiny={"default": dict(num_frames=4, image_size=32, width=8)},
@@ -55,6 +61,7 @@ FAMILY = Family(
     bn_momentum=0.9,
     axis_rules=(("toy_channels", "fsdp"),),
     paddle_renames={"stem": "conv1"},
+    explain=grad_cam_map,
 )
 '''
 
@@ -127,6 +134,11 @@ def test_toy_family_trains_evaluates_predicts_and_converts(toy, smoke_data_dir, 
 
   model, variables, _ = evaluate.restore_model(config, workdir, mesh)
   assert models.family_of(model) is family
+  clip = np.random.RandomState(0).randint(0, 255, (4, 32, 32, 3)).astype(np.uint8)
+  picture = visualize.model_maps(model, variables, clip, config.data)
+  assert picture.kind == "grad-cam" and picture.maps.shape == (4, 32, 32)
+  written = picture.write(str(tmp_path / "maps"), "clip", clip, [f"c{i}" for i in range(5)])
+  assert list(written) == ["predicted", "grad-cam map in"] and (tmp_path / "maps" / "clip.gif").exists()
   state = convert.to_paddle(variables, config)
   assert state["backbone.conv1.weight"].shape == (8, 3, 1, 3, 3)   # renamed, Paddle's layout
   assert {"backbone.bn._mean", "backbone.bn._variance", "head.fc.weight"} <= set(state)
@@ -137,3 +149,11 @@ def test_toy_family_trains_evaluates_predicts_and_converts(toy, smoke_data_dir, 
   assert sorted(back) == sorted(ours)
   for key, value in ours.items():
     np.testing.assert_array_equal(back[key], np.asarray(value), err_msg=str(key))
+
+
+def test_a_family_without_a_picture_is_one_clear_line(toy, monkeypatch):
+  import toy_family  # pylint: disable=g-import-not-at-top  (the fixture's module)
+  monkeypatch.setattr(toy_family, "FAMILY", dataclasses.replace(toy_family.FAMILY, explain=None))
+  model = models.build(models.tiny_config("toy"))
+  with pytest.raises(VidtxError, match="model Toy has no picture: its family declares no Family.explain"):
+    visualize.video_maps(model, {}, np.zeros((1, 4, 32, 32, 3), np.float32))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vidtx import losses, sharding
+from vidtx import losses, score_files, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -244,7 +244,7 @@ def test_protocol(config, path: str, mesh, split: str | None = None, *,
   Checks that the checkpoint fits config.model and that its label map is the dataset's.
   Returns a JSON-ready dict: protocol, split, top1, top5, num_videos, views, averaging, ...,
   and `class_report`'s per-class results. `save_scores`: every video's scores are gathered
-  and process 0 writes them there (`vidtx.ensemble.write_scores`).
+  and process 0 writes them there (`vidtx.score_files.write_scores`).
   """
   from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
   from vidtx import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -269,12 +269,11 @@ def test_protocol(config, path: str, mesh, split: str | None = None, *,
                shards=[str(p) for p in builder.info.splits[split].filepaths])
   protocol = f"test (video-level: {clips} clip(s) x {crops} crop(s) per video, {averaging} averaging)"
   if save_scores is not None and jax.process_index() == 0:
-    from vidtx import ensemble  # pylint: disable=g-import-not-at-top
     ids = reading.video_ids(builder, split)
-    ensemble.write_scores(save_scores, scores=result["scores"], labels=result["labels"],
-                          ids=[ids[i] for i in result["index"]], label_names=label_names,
-                          averaging=averaging, split=split, protocol=protocol,
-                          checkpoint=os.path.abspath(path))
+    score_files.write_scores(save_scores, scores=result["scores"], labels=result["labels"],
+                             ids=[ids[i] for i in result["index"]], label_names=label_names,
+                             averaging=averaging, split=split, protocol=protocol,
+                             checkpoint=os.path.abspath(path))
   return {
       "protocol": protocol,
       "split": split, "top1": result["top1"], "top5": result["top5"], "loss": result["loss"],

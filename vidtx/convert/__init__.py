@@ -17,15 +17,17 @@ r"""Foreign checkpoints -> vidtx variables, and the converter CLI.
   engine.py       the generic converter, which asks the model's family (vidtx.models.family)
   mxmark.py       mx-mark's names and torch layouts
   videomae.py     MCG-NJU/VideoMAE's names
+  save.py         convert_checkpoint: a foreign checkpoint -> an orbax checkpoint directory (the CLI)
 The resize and inflation maths is vidtx.models.resize.
 """
-from vidtx.convert.engine import (CONVERT_FORMATS, INIT_OPTIONS, convert_checkpoint, from_paddle,
-                                  init_from, model_shapes, paddle_buffers, paddle_name,
-                                  to_our_layout, to_paddle, to_paddle_layout)
+from vidtx.convert.engine import (INIT_OPTIONS, from_paddle, init_from, model_shapes,
+                                  paddle_buffers, paddle_name, to_our_layout, to_paddle,
+                                  to_paddle_layout)
 from vidtx.convert.mxmark import from_mxmark
 from vidtx.convert.pretrained import INIT_FORMATS, pretrained_state, read_pretrained
 from vidtx.convert.readers import (load_npz, load_pdparams, load_safetensors, read_label_names,
                                    save_pdparams, student_only)
+from vidtx.convert.save import CONVERT_FORMATS, convert_checkpoint
 from vidtx.convert.torch_files import load_torch
 from vidtx.convert.videomae import from_videomae
 

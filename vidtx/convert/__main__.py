@@ -2,19 +2,19 @@
 from absl import flags
 
 from vidtx import cli, messages
-from vidtx.convert import engine
+from vidtx.convert import save
 
 
 def _main(argv) -> None:
   f = flags.FLAGS
   if len(argv) == 3 and not f.input:  # the checkpoint may be given after the format
     f.input = argv.pop()
-  if len(argv) != 2 or argv[1] not in engine.CONVERT_FORMATS:
+  if len(argv) != 2 or argv[1] not in save.CONVERT_FORMATS:
     raise cli.VidtxError("usage: python -m vidtx.convert paddle|mxmark|videomae --config "
                          "configs/<name>.py[:args] --input <checkpoint.pdparams | .pth> --output "
                          "<directory> [--labels <file>]")
   cli.require(f, "config", "input", "output")
-  meta = engine.convert_checkpoint(f.config, f.input, f.output, f.labels, fmt=argv[1])
+  meta = save.convert_checkpoint(f.config, f.input, f.output, f.labels, fmt=argv[1])
   messages.say(f"wrote {f.output}: model {meta['model']['name']}, {len(meta['label_names'])} classes, "
                f"from {f.input}")
 

@@ -10,7 +10,6 @@ Our variable path ('params', 'blocks_0', 'attn', 'qkv', 'kernel') is Paddle's
 """
 from __future__ import annotations
 
-import os
 import re
 
 import numpy as np
@@ -18,7 +17,7 @@ from flax import traverse_util
 
 from vidtx import messages, models
 from vidtx.convert import pretrained
-from vidtx.convert.readers import load_pdparams, read_label_names, student_only
+from vidtx.convert.readers import load_pdparams, student_only
 from vidtx.errors import VidtxError
 from vidtx.models import resize
 
@@ -167,43 +166,6 @@ def to_paddle(variables, config) -> dict[str, np.ndarray]:
   return state
 
 
-CONVERT_FORMATS = ("paddle", "mxmark", "videomae")
-
-
-def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | None = None,
-                       fmt: str = "paddle") -> dict:
-  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' / 'videomae' .pth) -> an orbax checkpoint in
-  `output_dir` that eval.py / predict.py read."""
-  from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
-  from vidtx.convert import mxmark, videomae  # pylint: disable=g-import-not-at-top  (they import this module)
-  readers = {"paddle": from_paddle, "mxmark": mxmark.from_mxmark, "videomae": videomae.from_videomae}
-  if fmt not in readers:
-    raise VidtxError(f"checkpoint format {fmt!r}; expected one of {list(CONVERT_FORMATS)}")
-  if os.path.exists(output_dir) and os.listdir(output_dir):
-    raise VidtxError(f"output directory {output_dir} is not empty; give a new one")
-  variables = readers[fmt](input_path, config)
-  num_classes = int(config.model.num_classes)
-  if labels:
-    label_names = read_label_names(labels)
-    if len(label_names) != num_classes:
-      raise VidtxError(f"{labels} lists {len(label_names)} labels but config.model.num_classes is "
-                       f"{num_classes}")
-  else:
-    label_names = [f"class_{i}" for i in range(num_classes)]
-    messages.warn(f"no --labels file: classes are named class_0 ... class_{num_classes - 1}")
-  meta = {
-      "model": config.model.to_dict(),
-      "label_names": label_names,
-      "data": config.data.to_dict() if "data" in config else {},
-      "prepared": {},
-      "step": 0,
-      "source": {"format": fmt, "path": os.path.abspath(input_path)},
-      "config": config.to_json_best_effort() if hasattr(config, "to_json_best_effort") else "",
-  }
-  checkpoint.save_variables(output_dir, variables, meta)
-  return meta
-
-
 # ----------------------------------------------------------------------------- pretraining
 # mx-mark's names for the same options (weight_init.py; see docs/models.md): option -> ours, values.
 SEED_OPTIONS = {
@@ -291,6 +253,21 @@ def _is_classifier(name: str) -> bool:
   return bool(re.match(r"^(backbone\.)?(head|fc|pre_logits)\.", name))
 
 
+def vidtx_state(path: str) -> dict[str, np.ndarray]:
+  """A vidtx checkpoint (workdir, checkpoint directory or step) of any model -> {Paddle name:
+  Paddle-layout array} of its variables (`to_paddle`), for init_from format 'vidtx'."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only here)
+  model_config = ml_collections.ConfigDict(checkpoint.read_meta(path)["model"])
+  boxed = nn.unbox(models.abstract_variables(models.build(model_config), model_config))
+  variables, _ = checkpoint.restore_variables(path, checkpoint.abstract(
+      {"params": boxed["params"], "batch_stats": boxed.get("batch_stats", {})}))
+  messages.say(f"{path}: a vidtx checkpoint of model {model_config.name!r}")
+  return to_paddle(variables, model_config)
+
+
 def init_from(init_config, variables, model_config) -> dict:
   """Fresh `variables` of `model_config`'s model with pretrained values put in where a checkpoint
   provides them; says how many were loaded (as they are, inflated, copied, zeroed), left fresh
@@ -315,7 +292,7 @@ def init_from(init_config, variables, model_config) -> dict:
   """
   fmt, path = init_config.format, init_config.path
   options = init_options(init_config.options)
-  source = pretrained.read_pretrained(path, fmt)
+  source = vidtx_state(path) if fmt == "vidtx" else pretrained.read_pretrained(path, fmt)
   model_config = model_section(model_config)
   family, model = models.get_family(model_config.name), models.build(model_config)
   flat = traverse_util.flatten_dict(variables)

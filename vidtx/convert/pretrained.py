@@ -8,7 +8,7 @@
   timm        a timm ViT state dict, .safetensors or a torch .pth (also {'model': ...} /
               Lightning-wrapped): PaddleClas's names, torch Linear weights transposed
   vidtx       a vidtx checkpoint (a workdir, checkpoint directory or step) of any family, e.g. a
-              VideoMAE pretraining run: its variables in Paddle names (engine.to_paddle)
+              VideoMAE pretraining run: its variables in Paddle names (engine.vidtx_state)
   mae         an MAE pretraining checkpoint (MAE-pytorch, which mx-mark's weight_init reads):
               {'model': {'encoder.…', 'decoder.…'}}; the encoder as a ViT (below)
 
@@ -129,21 +129,6 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   return out
 
 
-def _vidtx_state(path: str) -> dict[str, np.ndarray]:
-  """A vidtx checkpoint -> {Paddle name: Paddle-layout array} of its own model's variables."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  from vidtx import checkpoint, models  # pylint: disable=g-import-not-at-top  (orbax: only here)
-  from vidtx.convert import engine  # pylint: disable=g-import-not-at-top  (it imports this module)
-  model_config = ml_collections.ConfigDict(checkpoint.read_meta(path)["model"])
-  boxed = nn.unbox(models.abstract_variables(models.build(model_config), model_config))
-  variables, _ = checkpoint.restore_variables(path, checkpoint.abstract(
-      {"params": boxed["params"], "batch_stats": boxed.get("batch_stats", {})}))
-  messages.say(f"{path}: a vidtx checkpoint of model {model_config.name!r}")
-  return engine.to_paddle(variables, model_config)
-
-
 def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
   """A pretraining checkpoint -> {PaddleVideo name ('backbone.X' / 'head.X'): Paddle-layout array}."""
 
@@ -153,8 +138,8 @@ def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
     return torch_files.state_dict(torch_files.load_torch(p), p)
 
   readers = {"paddle": load_pdparams, "paddleclas": load_pdparams, "big_vision": load_npz,
-             "timm": timm, "mae": timm, "vidtx": _vidtx_state}
-  if fmt not in readers:
+             "timm": timm, "mae": timm}
+  if fmt not in readers:  # ('vidtx' is read by engine.init_from, which knows the models)
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")
   return pretrained_state(readers[fmt](path), fmt, path)
 

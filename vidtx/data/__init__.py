@@ -9,6 +9,7 @@ Preparation (video files -> prepared dataset; data_prep/ calls it):
   frame_index  where each JPEG lies in its shard (python -m vidtx.data.frame_index DIR)
 Reading (prepared dataset -> uint8 batches; config.data):
   config       config.data checked once (defaults: configs/common.py data_config)
+  keys         one config.data key read, with a clear error (config's and augment's checks)
   sampling     frame samplers, pure integer functions (numpy or tf.experimental.numpy)
   clips        the samplers set by config.data, seeded per clip inside tf.data
   reading      host shares of a split; whole records or only the sampled frames

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from vidtx.data import clips, config, randaugment
+from vidtx.data import clips, keys, randaugment
 from vidtx.errors import VidtxError
 
 _CROPS: dict[str, tuple[Callable, Callable | None]] = {}
@@ -51,11 +51,11 @@ def names() -> tuple[str, ...]:
 
 def check(data) -> None:
   """A VidtxError unless config.data.train_aug names a registered op whose keys are good."""
-  name = config.one_of(data, "train_aug", names())
+  name = keys.one_of(data, "train_aug", names())
   op_check = _CROPS[name][1]
   if op_check is not None:
     op_check(data)
-  randaugment.parse(config.value(data, "auto_augment"))
+  randaugment.parse(keys.value(data, "auto_augment"))
 
 
 # ----------------------------------------------------------------------------- the clip
@@ -118,7 +118,7 @@ def _clip_box(y, x, h, w, source_hw):
 
 # ----------------------------------------------------------------------------- the crop ops
 def _check_scale_jitter(data) -> None:
-  low, high = config.pair(data, "scale_jitter", int)
+  low, high = keys.pair(data, "scale_jitter", int)
   if not 0 < low <= high:
     raise VidtxError(f"config.data.scale_jitter={data.scale_jitter} must be (min, max) short sides")
 
@@ -136,7 +136,7 @@ def scale_jitter(work, seed, data):
 
 
 def _check_random_resized_crop(data) -> None:
-  area, ratio = config.pair(data, "rrc_area", float), config.pair(data, "rrc_ratio", float)
+  area, ratio = keys.pair(data, "rrc_area", float), keys.pair(data, "rrc_ratio", float)
   if not 0 < area[0] <= area[1] <= 1:
     raise VidtxError(f"config.data.rrc_area={data.rrc_area} must satisfy 0 < min <= max <= 1")
   if not 0 < ratio[0] <= ratio[1]:
@@ -156,14 +156,14 @@ def random_resized_crop(work, seed, data):
 
 
 def _check_multi_scale_crop(data) -> None:
-  scales = config.value(data, "msc_scales")
+  scales = keys.value(data, "msc_scales")
   try:
     ok = len(scales) > 0 and all(0 < float(x) <= 1 for x in scales)
   except (TypeError, ValueError):
     ok = False
   if not ok:
     raise VidtxError(f"config.data.msc_scales={scales} must be fractions in (0, 1]")
-  msc_size = config.positive_int(data, "msc_size")
+  msc_size = keys.positive_int(data, "msc_size")
   if msc_size < data.image_size:
     raise VidtxError(f"config.data.msc_size={msc_size} is smaller than "
                      f"image_size={data.image_size}")

@@ -3,47 +3,15 @@
 The schema is the config itself: `configs/common.py`'s `data_config()` holds every key and
 its default. The pipelines then read `config.data.<key>` directly. `check` raises a
 VidtxError for a missing key, an unknown sampling mode or augmentation, or a value out of
-range; the selected augmentation checks its own keys (`vidtx.data.augment`). Imports no
-TensorFlow until `check` runs (the augmentation registry needs it).
+range; the selected augmentation checks its own keys (`vidtx.data.augment`), both with the
+key readers of `vidtx.data.keys`. Imports no TensorFlow until `check` runs (the augmentation
+registry needs it).
 """
 from __future__ import annotations
 
 from vidtx.data import protocol, sampling
+from vidtx.data.keys import one_of, positive_int, value
 from vidtx.errors import VidtxError
-
-
-def value(data, key: str):
-  """`data.<key>`, or a VidtxError naming `config.data.<key>` where the config lacks it."""
-  if key not in data:
-    raise VidtxError(f"config.data.{key} is missing; every experiment's data section starts "
-                     "from configs/common.py data_config(), which has the defaults")
-  return data[key]
-
-
-def positive_int(data, key: str) -> int:
-  x = value(data, key)
-  if x is None:
-    raise VidtxError(f"config.data.{key} is not set")
-  if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-    raise VidtxError(f"config.data.{key}={x!r} must be a positive integer")
-  return x
-
-
-def pair(data, key: str, cast) -> tuple:
-  """`config.data.<key>` as a (low, high) pair of `cast`."""
-  x = value(data, key)
-  try:
-    low, high = (cast(v) for v in x)
-  except (TypeError, ValueError):
-    raise VidtxError(f"config.data.{key}={x!r} must be a (min, max) pair") from None
-  return low, high
-
-
-def one_of(data, key: str, choices) -> str:
-  x = value(data, key)
-  if x not in choices:
-    raise VidtxError(f"config.data.{key}={x!r} is not one of {tuple(choices)}")
-  return x
 
 
 def test_sampling(data) -> str:
@@ -89,5 +57,5 @@ def check(data, *, dataset: bool = True) -> None:
     raise VidtxError(f"config.data.num_threads={threads!r} must be a positive integer "
                      "(or None: tf.data's shared pool)")
   protocol.check(data)
-  from vidtx.data import augment  # pylint: disable=g-import-not-at-top  (TensorFlow; it imports this)
+  from vidtx.data import augment  # pylint: disable=g-import-not-at-top  (TensorFlow: only to check)
   augment.check(data)

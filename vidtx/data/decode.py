@@ -5,7 +5,7 @@ frames by the sample aspect ratio to the displayed width ('ignore', the default,
 stored pixel grid, as the seeds' decoders do); `fps` resamples by timestamp; the short side
 is resized;
 every kept frame is encoded as JPEG (what a prepared dataset stores, and what
-predict.py feeds the eval views), with the facts a seed's test protocol needs
+predict.py feeds the eval views; PNG where a converted checkpoint decodes as its seed), with the facts a seed's test protocol needs
 (`protocol.Source`: frame size before the resize, frame rate, stream duration, timestamps).
 Used by `vidtx.data.prepare` and predict.py.
 """
@@ -43,7 +43,7 @@ class VideoError(VidtxError):
 
 @dataclasses.dataclass(frozen=True)
 class DecodedVideo:
-  """One decoded video: `jpeg_frames` in display order at `fps`, each `height` x `width`;
+  """One decoded video: `jpeg_frames` (JPEG, or PNG where decoded lossless) in display order at `fps`, each `height` x `width`;
   `source`: what the source's decoder knew (for the test protocols)."""
   jpeg_frames: list[bytes]
   fps: float
@@ -108,7 +108,7 @@ class _FrameEncoder:
   encoded once.
   """
 
-  def __init__(self, stream, short_side: int | None, quality: int, pixel_aspect: str):
+  def __init__(self, stream, short_side: int | None, quality: int | None, pixel_aspect: str):
     self.stream, self.short_side, self.quality = stream, short_side, quality
     self.pixel_aspect = pixel_aspect
     self.shown = None  # (width, height) upright, before the short-side resize
@@ -138,12 +138,14 @@ class _FrameEncoder:
     rgb = self.reformatter.reformat(frame, width=width, height=height, format="rgb24",
                                     interpolation=interpolation).to_ndarray()
     rgb = np.rot90(rgb, self.turns)
-    self.last = (index, tf.io.encode_jpeg(rgb, quality=self.quality).numpy())
+    encoded = (tf.io.encode_png(rgb, compression=1) if self.quality is None  # lossless
+               else tf.io.encode_jpeg(rgb, quality=self.quality))
+    self.last = (index, encoded.numpy())
     return self.last[1]
 
 
 def decode_video(path: str, *, short_side: int | None = 256, fps: float | None = None,
-                 max_frames: int | None = None, jpeg_quality: int = 90,
+                 max_frames: int | None = None, jpeg_quality: int | None = 90,
                  timeout: float | None = None, pixel_aspect: str = "ignore") -> DecodedVideo:
   """Decodes `path` to JPEG frames as a player shows them, the short side resized to `short_side`.
 
@@ -151,8 +153,9 @@ def decode_video(path: str, *, short_side: int | None = 256, fps: float | None =
   with a rotation come out portrait). `fps`: resample to this frame rate by
   timestamp (output frame k shows the source frame on screen at k / fps; None
   keeps every frame at the source rate). `max_frames`: keep at most this many
-  output frames. `timeout`: give up after this many seconds (checked between
-  frames; None or 0: no limit). `pixel_aspect`: 'ignore' keeps the stored pixel grid (the
+  output frames. `jpeg_quality` None: frames are kept lossless (PNG, which the
+  views' JPEG decoder also reads), as a seed's decoder hands them on. `timeout`: give
+  up after this many seconds (checked between frames; None or 0: no limit). `pixel_aspect`: 'ignore' keeps the stored pixel grid (the
   seeds' decoders: what their checkpoints saw), 'apply' stretches to the display aspect.
   Raises `VideoError` (a `VidtxError`) for a
   missing, empty, truncated or undecodable file, one without video frames, or

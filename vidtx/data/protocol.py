@@ -351,6 +351,31 @@ CROP_COUNTS = {"vidtx": None, "paddle_multi_center": 3, "paddle_uniform": 3, "pa
                "paddle_full_res": 3, "mxmark_three": 3}
 INTERPOLATIONS = ("bilinear", "bilinear_antialias")
 
+# The seeds' decoders (`test_decoder`): how a checkpoint that records no preparation (converted
+# from a seed) decodes a video file. "vidtx": no seed, vidtx's own decode defaults.
+DECODERS = {
+    "vidtx": None,
+    "paddle_pyav": "PaddleVideo's pyav VideoDecoder (frame.to_rgb())",
+    "paddle_decord": "PaddleVideo's decord VideoDecoder",
+    "mxmark_decord": "mx-mark's decord VideoReader",
+}
+# What every one of them hands its test pipeline, as `vidtx.data.decode.decode_video` settings:
+# PyAV's to_rgb() and decord both convert YUV to RGB with swscale at the stored size and ignore
+# the sample aspect ratio; the seed's resize is the only one; no lossy re-encoding.
+SEED_DECODE = {"short_side": 0, "fps": None, "max_frames": None, "jpeg_quality": None,
+               "pixel_aspect": "ignore"}
+SEED_DECODE_TEXT = ("stored pixel grid (sample aspect ratio not applied), source size (the "
+                    "protocol's resize is the only one), every frame at the source rate, YUV->RGB "
+                    "by swscale at the stored size, frames kept lossless")
+
+
+def seed_decoder(data) -> str | None:
+  """What the seed decoder named by `data.test_decoder` is called (None: vidtx's own)."""
+  name = data.get("test_decoder", "vidtx") if data is not None else "vidtx"
+  if name not in DECODERS:
+    raise VidtxError(f"config.data.test_decoder={name!r} is not one of {tuple(DECODERS)}")
+  return DECODERS[name]
+
 
 def _crops(num_crops: int, expected: int, name: str) -> None:
   if num_crops != expected:
@@ -368,6 +393,7 @@ def check(data) -> None:
                        "the defaults")
     if data[key] not in table:
       raise VidtxError(f"config.data.{key}={data[key]!r} is not one of {tuple(table)}")
+  seed_decoder(data)
   if data.test_interpolation not in INTERPOLATIONS:
     raise VidtxError(f"config.data.test_interpolation={data.test_interpolation!r} is not one "
                      f"of {INTERPOLATIONS}")

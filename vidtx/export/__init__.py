@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidtx import messages
+from vidtx.data import protocol
 from vidtx.errors import VidtxError, first_line
 
 # Bump when export.json or the files change so that an older reader would misread them.
@@ -44,9 +45,13 @@ def vidtx_version() -> str:
     return "unknown (not installed: pip install -e .)"
 
 
-def decode_settings(prepared: dict | None) -> dict:
-  """How predict decodes a video file: as the checkpoint's training data was prepared
-  (`meta['prepared']`; converted checkpoints have none: the defaults)."""
+def decode_settings(prepared: dict | None, data=None) -> dict:
+  """How predict decodes a video file (`vidtx.data.decode.decode_video` settings): as the
+  checkpoint's training data was prepared (`meta['prepared']`). A checkpoint that records no
+  preparation (`python -m vidtx.convert`) decodes as its seed's test pipeline does where
+  `data.test_decoder` names one (`protocol.SEED_DECODE`), else with vidtx's defaults."""
+  if not prepared and protocol.seed_decoder(data):
+    return dict(protocol.SEED_DECODE)
   prepared = prepared or {}
   return {
       "short_side": prepared.get("short_side", 256), "fps": prepared.get("fps"),
@@ -54,6 +59,19 @@ def decode_settings(prepared: dict | None) -> dict:
       # Datasets prepared before the option stretched non-square pixels.
       "pixel_aspect": prepared.get("pixel_aspect", "apply"),
   }
+
+
+def checkpoint_decoding(meta: dict, data, checkpoint) -> dict:
+  """`decode_settings` of a restored checkpoint's `meta`; says in one line what it assumed where
+  the checkpoint (path `checkpoint`) records no preparation."""
+  prepared = meta.get("prepared")
+  settings = decode_settings(prepared, data)
+  if not prepared:
+    decoder = protocol.seed_decoder(data)
+    how = (f"as {decoder} does: {protocol.SEED_DECODE_TEXT}" if decoder else
+           f"with vidtx's defaults {settings} (config.data.test_decoder names no seed decoder)")
+    messages.say(f"no preparation recorded in {checkpoint or 'the random weights'}: decoding {how}")
+  return settings
 
 
 def probabilities(model, variables, video: jax.Array, data_config, averaging: str) -> jax.Array:
@@ -104,7 +122,7 @@ def contract(config, meta: dict, source: dict, shape: list, formats: dict) -> di
           "short_side": data.eval_short_side, "crop": data.test_crop,
           "interpolation": data.test_interpolation, "doc": "docs/protocols.md",
       },
-      "decode": decode_settings(meta.get("prepared")),
+      "decode": decode_settings(meta.get("prepared"), data),
       "data": data.to_dict(),
       "model": config.model.to_dict(),
       "formats": formats,
@@ -200,6 +218,7 @@ def export(config, checkpoint: str | None, out: str, *, batch=DYNAMIC, formats=F
   if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
     raise VidtxError(f"--out={out} exists and is not empty; give a new directory")
   model, variables, meta = load_model(config, checkpoint)
+  checkpoint_decoding(meta, config.data, checkpoint)  # says what it assumed (contract() records it)
   created = not os.path.exists(out)
   os.makedirs(out, exist_ok=True)
   try:

@@ -80,3 +80,11 @@ class Family:
   # mx-mark/VideoTransformer-pytorch state-dict name of one of our variables (or None where it
   # has none): (path, model) -> name. vidtx.convert.from_mxmark; None: no mx-mark counterpart.
   mxmark_name: Callable[[tuple, nn.Module], str | None] | None = None
+
+  # Its picture for `python -m vidtx.visualize` (shared pieces: vidtx.models.explain):
+  # explain(model, variables, video, *, data_config) -> a record with a method
+  # write(out_dir, name, clip, label_names) -> {what: value}, which writes the picture files and
+  # returns what visualize prints ("VIDEO: what value; what value"). video: float [1, T, H, W, 3]
+  # normalised with data_config (config.data, or None from a caller without one); clip: the
+  # uint8 [T, H, W, 3] frames it came from. None: the family has no picture.
+  explain: Callable | None = None

@@ -29,7 +29,7 @@ import numpy as np
 
 from vidtx import messages
 from vidtx.errors import VidtxError
-from vidtx.models import family, resize, vit
+from vidtx.models import explain, family, resize, vit
 
 SWIN_LN_EPS = 1e-5
 MASK_VALUE = -100.0
@@ -272,6 +272,11 @@ def fit_pretrained(value, path, shape, name, model):
   return resize.inflate_bias_table(value, (wd, wh, ww))
 
 
+def grad_cam_map(model: SwinTransformer3D, variables, video, *, data_config=None) -> explain.Maps:
+  """Grad-CAM of the predicted class on the last stage's output.  video: float [1, T, H, W, 3]."""
+  return explain.grad_cam_maps(model, variables, video, (f"layers_{len(model.depths) - 1}",))
+
+
 _K400 = dict(num_classes=400, num_frames=32, image_size=224)
 FAMILY = family.Family(
     module=SwinTransformer3D,
@@ -290,4 +295,5 @@ FAMILY = family.Family(
     paddle_lists=("layers", "blocks"),
     paddle_buffers=paddle_buffers,
     fit_pretrained=fit_pretrained,
+    explain=grad_cam_map,
 )

@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vidtx.errors import VidtxError
-from vidtx.models import resize, vit
+from vidtx.models import explain, resize, vit
 from vidtx.models.family import Family, Published
 
 ATTENTION_TYPES = ("divided_space_time", "space_only", "joint_space_time")
@@ -175,6 +175,17 @@ def mxmark_name(path: tuple, model: TimeSformer) -> str | None:
   return vit.mxmark_name(path, {"blocks": "model.transformer_layers.layers"}, parts)
 
 
+def cls_attention_map(model: TimeSformer, variables, video, *, data_config=None) -> explain.Maps:
+  """The last block's CLS attention: over space and time (joint; tokens time fastest), else in
+  each frame (divided, space-only), frames weighing equally as the CLS takes their mean.
+  video: float [1, T, H, W, 3]."""
+  joint = model.attention_type == "joint_space_time"
+  last = explain.last_qkv("blocks", model.depth)
+  return explain.cls_attention_maps(model, variables, video, last,
+                                    layout="time_fastest" if joint else "frames",
+                                    frames_per_step=model.tubelet_size)
+
+
 _B8 = dict(num_classes=400, num_frames=8, image_size=224)
 FAMILY = Family(
     module=TimeSformer,
@@ -200,4 +211,5 @@ FAMILY = Family(
     init_zeros=(".temporal_fc.", "backbone.time_embed"),
     init_copies=((".temporal_attn.", ".attn."), (".temporal_norm1.", ".norm1.")),
     mxmark_name=mxmark_name,
+    explain=cls_attention_map,
 )

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vidtx.models import resize, vit
+from vidtx.models import explain, resize, vit
 from vidtx.models.family import Family, Published
 
 
@@ -89,6 +89,14 @@ class TokShift(nn.Module):
     return logits.reshape(b, t, self.num_classes).mean(axis=1)
 
 
+def cls_attention_map(model: TokShift, variables, video, *, data_config=None) -> explain.Maps:
+  """The last block's CLS attention in each frame; frames weigh equally (the logits are their
+  mean).  video: float [1, T, H, W, 3]."""
+  last = explain.last_qkv("blocks", model.depth)
+  return explain.cls_attention_maps(model, variables, video, last,
+                                    layout="frames", frames_per_step=1)
+
+
 FAMILY = Family(
     module=TokShift,
     tiny={"default": vit.TINY, "no_shift": dict(vit.TINY, shift=False)},
@@ -99,4 +107,5 @@ FAMILY = Family(
                   "counts no attention matmuls"),
     ),
     fit_checkpoint=vit.fit_embeddings,
+    explain=cls_attention_map,
 )

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vidtx.models import vit
+from vidtx.models import explain, vit
 from vidtx.models.family import Family, Published
 
 BN_MOMENTUM = 0.9  # running = 0.9 * running + 0.1 * batch, as Paddle's BatchNorm
@@ -160,6 +160,12 @@ class TSM(nn.Module):
     return vit.Head(self.num_classes, stddev=0.01, truncated=False, dtype=dtype, name="head")(x)
 
 
+def grad_cam_map(model: TSM, variables, video, *, data_config=None) -> explain.Maps:
+  """Grad-CAM of the predicted class on the last stage's output.  video: float [1, T, H, W, 3]."""
+  last = f"bb_3_{STAGE_BLOCKS[model.depth][3] - 1}"
+  return explain.grad_cam_maps(model, variables, video, (last,))
+
+
 _R8 = dict(num_classes=400, num_frames=8, image_size=224)
 FAMILY = Family(
     module=TSM,
@@ -179,4 +185,5 @@ FAMILY = Family(
     # PaddleVideo's ConvBNLayer names its parts `_conv` and `_batch_norm`; `bb_0_0` is no list.
     paddle_lists=(),
     paddle_renames={"conv": "_conv", "bn": "_batch_norm"},
+    explain=grad_cam_map,
 )

@@ -245,12 +245,15 @@ class Reconstruction:
 
 def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) -> Reconstruction:
   """The reconstruction picture of a pretraining model (`pretrain=True`) for one normalised clip
-  `video` float [1, T, H, W, 3] (data_config.mean / std), with the tube mask of `seed`."""
+  `video` float [1, T, H, W, 3] (data_config.mean / std; None: not normalised), with the tube
+  mask of `seed` (Family.explain)."""
   if not model.pretrain:
     raise VidtxError("videomae: a fine-tuned VideoMAE reconstructs nothing; give the pretraining "
                      "checkpoint and config (configs/videomae_k400.py:pretrain)")
   video = jnp.asarray(video, jnp.float32)
   grid = model.grid(video.shape)
+  mean = np.asarray(data_config.mean if data_config is not None else (0.0,) * 3, np.float32)
+  std = np.asarray(data_config.std if data_config is not None else (1.0,) * 3, np.float32)
   p, tube = model.patch_size, model.tubelet_size
 
   def run(variables, video):
@@ -264,13 +267,12 @@ def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) ->
       guessed = guessed * jnp.take_along_axis(std, masked_index[..., None, None], 1) + \
           jnp.take_along_axis(mean, masked_index[..., None, None], 1)
     filled = tubes.at[0, masked_index[0]].set(guessed[0])
-    grey = tubes.at[0, masked_index[0]].set(jnp.asarray(
-        (0.5 - np.asarray(data_config.mean)) / np.asarray(data_config.std), jnp.float32))
+    grey = tubes.at[0, masked_index[0]].set(jnp.asarray((0.5 - mean) / std))
     loss = jnp.mean(jnp.square(predictions - targets))
     return [unpatchify(x, grid, tube, p)[0] for x in (grey, filled, tubes)], mask, loss
 
   (masked, filled, original), mask, loss = jax.jit(run)(variables, video)
-  pixels = lambda x: np.clip(np.asarray(x) * np.asarray(data_config.std) + np.asarray(data_config.mean), 0, 1)
+  pixels = lambda x: np.clip(np.asarray(x) * std + mean, 0, 1)
   return Reconstruction(masked=pixels(masked), reconstruction=pixels(filled), original=pixels(original),
                         mask=np.asarray(mask).reshape(grid), loss=float(loss))
 
@@ -287,4 +289,5 @@ FAMILY = Family(
     non_structural=RUN_TIME_KEYS + ("mask_ratio", "head_init_scale"),
     block_lists=("blocks", "decoder_blocks"),
     paddle_lists=("blocks", "decoder_blocks"),
+    explain=explain,
 )

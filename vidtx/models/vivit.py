@@ -32,7 +32,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from vidtx.errors import VidtxError
-from vidtx.models import resize, vit
+from vidtx.models import explain, resize, vit
 from vidtx.models.family import Family, Published
 
 MODELS = ("factorised_encoder", "spatio_temporal")
@@ -149,6 +149,19 @@ def mxmark_name(path: tuple, model: ViViT) -> str | None:
   return vit.mxmark_name(path, blocks)
 
 
+def cls_attention_map(model: ViViT, variables, video, *, data_config=None) -> explain.Maps:
+  """The last block's CLS attention: over space and time (spatio-temporal), else the spatial
+  CLS attention of each time step weighted by the temporal encoder's CLS attention over the
+  time steps (equal weights without a temporal encoder).  video: float [1, T, H, W, 3]."""
+  last = explain.last_qkv("blocks", model.depth)
+  if model.model == "spatio_temporal":
+    return explain.cls_attention_maps(model, variables, video, last, layout="time_first",
+                                      frames_per_step=model.tubelet_size)
+  time = explain.last_qkv("temporal_blocks", model.temporal_depth) if model.temporal_depth else None
+  return explain.cls_attention_maps(model, variables, video, last, layout="frames",
+                                    frames_per_step=model.tubelet_size, time_qkv=time)
+
+
 FAMILY = Family(
     module=ViViT,
     tiny={"factorised": dict(vit.TINY, temporal_depth=1),
@@ -167,4 +180,5 @@ FAMILY = Family(
                  ("backbone.spatial_norm.", "backbone.norm.")),
     block_lists=("blocks", "temporal_blocks"),
     mxmark_name=mxmark_name,
+    explain=cls_attention_map,
 )

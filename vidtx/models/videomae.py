@@ -210,6 +210,7 @@ class Reconstruction:
   original: np.ndarray        # the input, de-normalised
   mask: np.ndarray            # bool [T', h, w], True = hidden
   loss: float                 # the model's loss on this clip (mean squared error, hidden tubes)
+  target: str = "per-tube normalised pixels"  # what the loss compares (normalize_target)
 
   def write(self, out_dir: str, name: str, clip: np.ndarray, label_names=()) -> dict:
     """DIR/<name>.png: rows masked input / reconstruction / original, a column per frame
@@ -229,7 +230,7 @@ class Reconstruction:
     draw = ImageDraw.Draw(canvas)
     hidden = float(self.mask.mean())
     draw.text((4, 4), f"{name}: {hidden:.0%} of the tubes hidden; loss {self.loss:.3f} "
-              "(per-tube normalised pixels)", fill="black")
+              f"({self.target})", fill="black")
     for r, (label, frames) in enumerate(zip(("masked input", "reconstruction", "original"), rows)):
       y = title_h + r * (fh + gap)
       draw.text((4, y + fh // 2 - 6), label, fill="black")
@@ -259,13 +260,13 @@ def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) ->
   def run(variables, video):
     mask = tube_mask(jax.random.key(seed), 1, grid, model.mask_ratio)
     predictions, targets, _ = model.apply(variables, video, train=False, mask=mask, reconstruct=True)
-    _, mean, std = normalised_tubes(video, tube, p)
+    _, tube_mean, tube_std = normalised_tubes(video, tube, p)
     masked_index = jnp.argsort(mask, axis=-1, stable=True)[:, mask.shape[1] - predictions.shape[1]:]
     tubes = patchify(video, tube, p)
     guessed = predictions.reshape(predictions.shape[:2] + (-1, 3))
     if model.normalize_target:  # per tube back to its own scale
-      guessed = guessed * jnp.take_along_axis(std, masked_index[..., None, None], 1) + \
-          jnp.take_along_axis(mean, masked_index[..., None, None], 1)
+      guessed = guessed * jnp.take_along_axis(tube_std, masked_index[..., None, None], 1) + \
+          jnp.take_along_axis(tube_mean, masked_index[..., None, None], 1)
     filled = tubes.at[0, masked_index[0]].set(guessed[0])
     grey = tubes.at[0, masked_index[0]].set(jnp.asarray((0.5 - mean) / std))
     loss = jnp.mean(jnp.square(predictions - targets))
@@ -274,7 +275,8 @@ def explain(model: VideoMAE, variables, video, *, data_config, seed: int = 0) ->
   (masked, filled, original), mask, loss = jax.jit(run)(variables, video)
   pixels = lambda x: np.clip(np.asarray(x) * std + mean, 0, 1)
   return Reconstruction(masked=pixels(masked), reconstruction=pixels(filled), original=pixels(original),
-                        mask=np.asarray(mask).reshape(grid), loss=float(loss))
+                        mask=np.asarray(mask).reshape(grid), loss=float(loss),
+                        target="per-tube normalised pixels" if model.normalize_target else "pixels")
 
 
 FAMILY = Family(

@@ -20,6 +20,7 @@ VARIANTS = {
     "vivit_k400": ["model=factorised_encoder", "model=spatio_temporal", "recipe=mxmark"],
     "timesformer_k400": ["attention=divided_space_time", "attention=joint_space_time", "attention=space_only"],
     "demo": ["temporal=True", "temporal=False"],
+    "videomae_k400": ["finetune", "pretrain", "pretrain,variant=large", "variant=small"],
 }
 EXPECTED = {"demo", "tokshift_ucf101", "timesformer_k400", "pptimesformer_k400", "vivit_k400",
             "timesformer_k600", "pptsm_k400", "videoswin_k400"}

@@ -46,6 +46,9 @@ ZOO = (
     ("Swin-B 32x224", "videoswin_k400", "variant=base"),
     ("PP-TSM R50 8x224", "pptsm_k400", "depth=50"),
     ("PP-TSM R101 8x224", "pptsm_k400", "depth=101"),
+    # Pretraining runs the encoder on the 10 % visible tubes: compare with the full-token step.
+    ("VideoMAE-B 16x224", "videomae_k400", "finetune"),
+    ("VideoMAE-B pretrain 16x224", "videomae_k400", "pretrain"),
 )
 
 # Config overrides per lever set; keys a config does not have are skipped.

@@ -60,6 +60,9 @@ def make_eval_step(model, data_config, averaging: str, *, per_video: bool = Fals
   split), laid out as the global batch (for --save_scores).
   """
 
+  if losses.is_label_free(model):
+    return jax.jit(lambda variables, batch: own_loss(model, variables, batch, data_config))
+
   def eval_step(variables, batch):
     scores = video_scores(model, variables, batch["video"], data_config, averaging)
     mask = batch["mask"]
@@ -83,6 +86,20 @@ def make_eval_step(model, data_config, averaging: str, *, per_video: bool = Fals
     return out
 
   return jax.jit(eval_step)
+
+
+def own_loss(model, variables, batch: dict, data_config) -> dict:
+  """A label-free model's eval step (losses.is_label_free): its loss summed over the unmasked
+  videos (each the mean over its views) as `loss`; no classes, so no hits and an empty
+  confusion matrix."""
+  video = batch["video"]
+  b, v = video.shape[:2]
+  x = device_ops.normalize(video.reshape((b * v,) + video.shape[2:]), data_config.mean, data_config.std)
+  per_video = model.apply(variables, x, train=False).astype(jnp.float32).reshape(b, v).mean(axis=1)
+  mask = batch["mask"]
+  zero = jnp.zeros((), jnp.int32)
+  return {"correct1": zero, "correct5": zero, "loss": jnp.sum(jnp.where(mask, per_video, 0.0)),
+          "count": jnp.sum(mask), "confusion": jnp.zeros((0, 0), jnp.int32)}
 
 
 PER_VIDEO = ("scores", "label", "mask", "index")

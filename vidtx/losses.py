@@ -32,3 +32,10 @@ def distillation(student_logits: jax.Array, teacher_logits: jax.Array,
   t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
   s = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
   return temperature ** 2 * jnp.sum(jnp.exp(t) * (t - s), axis=-1)
+
+
+def is_label_free(model) -> bool:
+  """Whether `model` (a Flax module) returns its own per-example loss [B] instead of class
+  logits [B, K]: its `objective` says so (VideoMAE pretraining: 'reconstruct'); the trainer
+  then minimises that output's mean and validation reports it as `val_loss`."""
+  return getattr(model, "objective", "classify") != "classify"

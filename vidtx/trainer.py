@@ -149,6 +149,7 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   if teacher is not None:
     weight = float(config.distill.weight)
     temperature = float(config.distill.temperature)
+  label_free = losses.is_label_free(model)
 
   def micro_step(state: TrainState, batch_stats, micro, rng, teacher_variables):
     video, targets = model_inputs(rng, micro["video"], micro["label"])
@@ -159,6 +160,8 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, video, train=True,
                                     rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+      if label_free:  # the output is the model's own per-example loss (labels unused)
+        return logits.mean(), (logits, updates.get("batch_stats", batch_stats))
       loss = losses.cross_entropy(logits, targets).mean()
       if teacher is not None:
         distill = losses.distillation(logits, teacher_logits, temperature).mean()
@@ -166,7 +169,7 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
       return loss, (logits, updates.get("batch_stats", batch_stats))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    correct = losses.correct_topk(logits, micro["label"], 1).mean()
+    correct = 0.0 if label_free else losses.correct_topk(logits, micro["label"], 1).mean()
     return grads, batch_stats, loss, correct
 
   def train_step(state: TrainState, batch: dict, rng: jax.Array, teacher_variables=None):
@@ -198,6 +201,8 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
         "param_norm": optax.tree.norm(params),
         "lr": schedule(state.step),
     }
+    if label_free:
+      del metrics["train_top1"]
     return TrainState(step=state.step + 1, params=params, batch_stats=batch_stats,
                       opt_state=opt_state), metrics
 
@@ -467,6 +472,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       in_shardings=(state_shardings, None, None, None),
       out_shardings=(state_shardings, None), donate_argnums=(0,))
   eval_step = evaluate.make_eval_step(model, config.data, config.eval.averaging)
+  label_free = losses.is_label_free(model)
 
   precise_bn = config.train.precise_bn_batches
   if precise_bn and jax.tree.leaves(state.batch_stats):
@@ -497,6 +503,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         process_index=jax.process_index(), process_count=jax.process_count())
     result = evaluate.run(eval_step, variables, dataset.as_numpy_iterator(), mesh,
                           num_batches=len(dataset), shards=split_shards(config.data.val_split))
+    if label_free:  # no classes: the model's own loss (e.g. masked-video reconstruction)
+      return {"val_loss": result["loss"]}, None
     mean_class = evaluate.class_report(result["confusion"], label_names)["mean_class_top1"]
     return {"val_top1": result["top1"], "val_top5": result["top5"], "val_loss": result["loss"],
             "val_mean_class_top1": mean_class}, result["confusion"]
@@ -596,14 +604,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             checkpoints.wait()
             raise VidtxError(f"validation at step {step} failed: {e}; training progress is saved "
                              f"in {checkpoint_dir}/{step}") from None
-          say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
-              f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}, mean class top-1 "
-              f"{scalars['val_mean_class_top1']:.4f}")
-          if swa is not None:
+          if label_free:  # no best-by-top-1 checkpoint: the latest is the one to take on
+            say(f"validation at step {step}: loss {scalars['val_loss']:.4f} (label-free objective)")
+          else:
+            say(f"validation (clip-level: 1 clip x 1 centre crop per video) at step {step}: "
+                f"top-1 {scalars['val_top1']:.4f}, top-5 {scalars['val_top5']:.4f}, mean class "
+                f"top-1 {scalars['val_mean_class_top1']:.4f}")
+            checkpoints.save_best(step, state.variables, meta or save(step), scalars["val_top1"])
+          if swa is not None and not label_free:
             say(f"validation of the SWA weights: top-1 {scalars['swa_val_top1']:.4f}, "
                 f"top-5 {scalars['swa_val_top5']:.4f}")
-          checkpoints.save_best(step, state.variables, meta or save(step), scalars["val_top1"])
-          if is_main:
+          if is_main and confusion is not None:
             writers.write_confusion(writer, step, confusion, label_names)
         if swa is not None and save_now:
           checkpoints.save_swa(step, swa, meta)

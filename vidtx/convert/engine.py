@@ -253,6 +253,21 @@ def _is_classifier(name: str) -> bool:
   return bool(re.match(r"^(backbone\.)?(head|fc|pre_logits)\.", name))
 
 
+def vidtx_state(path: str) -> dict[str, np.ndarray]:
+  """A vidtx checkpoint (workdir, checkpoint directory or step) of any model -> {Paddle name:
+  Paddle-layout array} of its variables (`to_paddle`), for init_from format 'vidtx'."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only here)
+  model_config = ml_collections.ConfigDict(checkpoint.read_meta(path)["model"])
+  boxed = nn.unbox(models.abstract_variables(models.build(model_config), model_config))
+  variables, _ = checkpoint.restore_variables(path, checkpoint.abstract(
+      {"params": boxed["params"], "batch_stats": boxed.get("batch_stats", {})}))
+  messages.say(f"{path}: a vidtx checkpoint of model {model_config.name!r}")
+  return to_paddle(variables, model_config)
+
+
 def init_from(init_config, variables, model_config) -> dict:
   """Fresh `variables` of `model_config`'s model with pretrained values put in where a checkpoint
   provides them; says how many were loaded (as they are, inflated, copied, zeroed), left fresh
@@ -261,14 +276,15 @@ def init_from(init_config, variables, model_config) -> dict:
   init_config (config.init_from): `path`, `format` in vidtx.convert.pretrained.INIT_FORMATS
   ('paddle': a PaddleVideo video checkpoint; 'paddleclas': ViT / Swin 2D / ResNet-vd image
   .pdparams; 'big_vision': ViT .npz; 'timm': ViT .safetensors / .pth; 'mae': MAE-pytorch
-  pretraining .pth) and `options`:
+  pretraining .pth; 'vidtx': a vidtx checkpoint of any family, e.g. a VideoMAE pretraining run,
+  whose values of another shape are left fresh with a warning) and `options`:
     inflate: 'average' (default, PaddleVideo) | 'central_frame' - 2D patch kernel -> 3D
       (mx-mark's extend_strategy: 'temporal_avg' | 'center_frame');
     temporal_init: 'copy' (default) | 'zeros' - video-only parts the family copies from image
       parts (TimeSformer's temporal attention, ViViT's temporal blocks) start as copies or at
       zero (norms are copied either way) (mx-mark's copy_strategy: 'repeat' | 'set_zero');
     conv_type: 'Conv2d' | 'Conv3d' (mx-mark's): checked against the model's patch embedding;
-    drop_head: for 'paddle', drop the classifier even when its shape fits (default: drop it
+    drop_head: for 'paddle' / 'vidtx', drop the classifier even when its shape fits (default: drop it
       only when the class count differs; image classifiers are always dropped).
   Then the family's rules: what starts at zero or as a copy, how its values are fitted
   (position / time embeddings resized, Swin bias tables inflated). A pretrained entry whose shape
@@ -276,7 +292,7 @@ def init_from(init_config, variables, model_config) -> dict:
   """
   fmt, path = init_config.format, init_config.path
   options = init_options(init_config.options)
-  source = pretrained.read_pretrained(path, fmt)
+  source = vidtx_state(path) if fmt == "vidtx" else pretrained.read_pretrained(path, fmt)
   model_config = model_section(model_config)
   family, model = models.get_family(model_config.name), models.build(model_config)
   flat = traverse_util.flatten_dict(variables)
@@ -286,7 +302,7 @@ def init_from(init_config, variables, model_config) -> dict:
   counts = {"loaded": 0, "inflated": 0, "copied": 0, "zero": 0}
   for ours, leaf in flat.items():
     shape = tuple(_unboxed(leaf).shape)
-    if ours[1] == "head" and (fmt != "paddle" or options["drop_head"]):
+    if ours[1] == "head" and (fmt not in ("paddle", "vidtx") or options["drop_head"]):
       fresh.append("/".join(ours))
       continue
     value, name, how = _pretrained_value(ours, shape, source, options, family, model)
@@ -294,7 +310,12 @@ def init_from(init_config, variables, model_config) -> dict:
     if value is None:
       fresh.append("/".join(ours))
     elif value.shape != shape:
-      if ours[1] == "head":
+      if fmt == "vidtx" and ours[1] != "head":  # another family: what fits is taken
+        messages.warn(f"{path}: {name} {list(value.shape)} does not fit {'/'.join(ours)} "
+                      f"{list(shape)}: left freshly initialised")
+        used.discard(name)
+        fresh.append("/".join(ours))
+      elif ours[1] == "head":
         messages.warn(f"{path}: classifier {list(value.shape)} does not fit the model's {list(shape)}: "
                       "left freshly initialised")
         fresh.append("/".join(ours))
@@ -310,7 +331,7 @@ def init_from(init_config, variables, model_config) -> dict:
     raise VidtxError(f"{path} ({fmt}): no entry matches the model's variables "
                      f"(checkpoint keys look like {sorted(source)[:4]})")
   unused = sorted(set(source) - used)
-  dropped = [n for n in unused if _is_classifier(n) and fmt != "paddle"]
+  dropped = [n for n in unused if _is_classifier(n) and fmt not in ("paddle", "vidtx")]
   unused = [n for n in unused if n not in dropped]
   ways = ", ".join(f"{counts[k]} {label}" for k, label in (
       ("loaded", "as they are"), ("inflated", "inflated 2D -> 3D"),

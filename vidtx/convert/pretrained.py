@@ -7,6 +7,8 @@
   big_vision  a big_vision / google ViT .npz: renamed to PaddleClas's ViT names
   timm        a timm ViT state dict, .safetensors or a torch .pth (also {'model': ...} /
               Lightning-wrapped): PaddleClas's names, torch Linear weights transposed
+  vidtx       a vidtx checkpoint (a workdir, checkpoint directory or step) of any family, e.g. a
+              VideoMAE pretraining run: its variables in Paddle names (engine.vidtx_state)
   mae         an MAE pretraining checkpoint (MAE-pytorch, which mx-mark's weight_init reads):
               {'model': {'encoder.…', 'decoder.…'}}; the encoder as a ViT (below)
 
@@ -23,8 +25,9 @@ from vidtx import messages
 from vidtx.convert import torch_files
 from vidtx.convert.readers import load_npz, load_pdparams, load_safetensors
 from vidtx.errors import VidtxError
+from vidtx.models.vit import sinusoid_table
 
-INIT_FORMATS = ("paddle", "paddleclas", "big_vision", "timm", "mae")
+INIT_FORMATS = ("paddle", "paddleclas", "big_vision", "timm", "mae", "vidtx")
 
 
 def _vit_from_big_vision(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
@@ -82,11 +85,23 @@ def _from_timm(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: (v.T if k.endswith(".weight") and v.ndim == 2 else v) for k, v in arrays.items()}
 
 
-def sinusoid_table(positions: int, dim: int) -> np.ndarray:
-  """The fixed sine-cosine position table [positions, dim] of MAE-pytorch's encoder: position p,
-  channel j -> sin (j even) / cos (j odd) of p / 10000 ** (2 * (j // 2) / dim)."""
-  angles = np.arange(positions)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None]
-  return np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+def plain_blocks(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """MAE / VideoMAE blocks (`…blocks.<i>.`, torch names and layouts) -> plain ViT blocks: the
+  attention's `q_bias` / `v_bias` (no key bias) become qkv.bias = [q_bias, 0, v_bias]; layer
+  scale (`gamma_1` / `gamma_2`, where trained with init_values > 0) is folded into attn.proj /
+  mlp.fc2, which is the same function. Other entries are kept as they are."""
+  block = re.compile(r"^(.*blocks\.\d+\.)(attn\.q_bias|attn\.v_bias|gamma_1|gamma_2)$")
+  out = {name: value for name, value in state.items() if not block.match(name)}
+  for prefix in sorted({m[1] for k in state if (m := block.match(k))}):
+    if prefix + "attn.q_bias" in state:
+      q = state[prefix + "attn.q_bias"]
+      out[prefix + "attn.qkv.bias"] = np.concatenate([q, np.zeros_like(q), state[prefix + "attn.v_bias"]])
+    for gamma, layer in (("gamma_1", "attn.proj"), ("gamma_2", "mlp.fc2")):
+      if prefix + gamma in state:
+        scale = state[prefix + gamma]
+        out[prefix + layer + ".weight"] = scale[:, None] * out[prefix + layer + ".weight"]
+        out[prefix + layer + ".bias"] = scale * out[prefix + layer + ".bias"]
+  return out
 
 
 def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.ndarray]:
@@ -96,7 +111,7 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   `mask_token` are pretraining-only. Its attention has `q_bias` / `v_bias` and no key bias:
   qkv.bias = [q_bias, 0, v_bias]. Layer scale (`gamma_1` / `gamma_2`, where trained with
   init_values > 0) is folded into the attention projection / fc2, which is the same function.
-  It has no class token; its position embedding is a fixed sine-cosine table of the patches
+  It has no class token (`plain_blocks` makes its blocks plain ViT blocks); its position embedding is a fixed sine-cosine table of the patches
   (not in the file): `pos_embed` = that table after a zero class-token row (a learnable
   `encoder.pos_embed` is taken as it is).
   """
@@ -104,21 +119,7 @@ def _vit_from_mae(arrays: Mapping[str, np.ndarray], path: str) -> dict[str, np.n
   if "patch_embed.proj.weight" not in encoder:
     raise VidtxError(f"{path}: no 'encoder.patch_embed.proj.weight'; expected an MAE pretraining "
                      f"checkpoint ({{'model': {{'encoder.…'}}}}), got e.g. {sorted(arrays)[:5]}")
-  out = {}
-  for name, value in encoder.items():
-    block = re.match(r"^(blocks\.\d+\.)(.*)$", name)
-    if block and block[2] in ("attn.q_bias", "attn.v_bias", "gamma_1", "gamma_2"):
-      continue
-    out[name] = value
-  for prefix in sorted({m[1] for k in encoder if (m := re.match(r"^(blocks\.\d+\.)", k))}):
-    if prefix + "attn.q_bias" in encoder:
-      q = encoder[prefix + "attn.q_bias"]
-      out[prefix + "attn.qkv.bias"] = np.concatenate([q, np.zeros_like(q), encoder[prefix + "attn.v_bias"]])
-    for gamma, layer in (("gamma_1", "attn.proj"), ("gamma_2", "mlp.fc2")):
-      if prefix + gamma in encoder:
-        scale = encoder[prefix + gamma]
-        out[prefix + layer + ".weight"] = scale[:, None] * out[prefix + layer + ".weight"]
-        out[prefix + layer + ".bias"] = scale * out[prefix + layer + ".bias"]
+  out = plain_blocks(encoder)
   if "pos_embed" not in out:
     patches = (224 // encoder["patch_embed.proj.weight"].shape[-1]) ** 2  # MAE-pytorch trains at 224
     table = sinusoid_table(patches, encoder["patch_embed.proj.weight"].shape[0])
@@ -138,7 +139,7 @@ def read_pretrained(path: str, fmt: str) -> dict[str, np.ndarray]:
 
   readers = {"paddle": load_pdparams, "paddleclas": load_pdparams, "big_vision": load_npz,
              "timm": timm, "mae": timm}
-  if fmt not in readers:
+  if fmt not in readers:  # ('vidtx' is read by engine.init_from, which knows the models)
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")
   return pretrained_state(readers[fmt](path), fmt, path)
 
@@ -152,7 +153,7 @@ def pretrained_state(arrays: Mapping[str, np.ndarray], fmt: str, where: str = "(
     state = _from_timm(arrays)
   elif fmt == "mae":
     state = _from_timm(_vit_from_mae(arrays, where))
-  elif fmt in ("paddle", "paddleclas"):
+  elif fmt in ("paddle", "paddleclas", "vidtx"):
     state = dict(arrays)
   else:
     raise VidtxError(f"config.init_from.format={fmt!r}; expected one of {list(INIT_FORMATS)}")

@@ -1,23 +1,24 @@
 """A foreign checkpoint file -> an orbax checkpoint directory that eval.py / predict.py read
-(`python -m vidtx.convert`). Above the format modules (engine: Paddle, mxmark) that it picks from."""
+(`python -m vidtx.convert`). Above the format modules (engine: Paddle, mxmark, videomae) that it picks from."""
 from __future__ import annotations
 
 import os
 
 from vidtx import messages
-from vidtx.convert import engine, mxmark
+from vidtx.convert import engine, mxmark, videomae
 from vidtx.convert.readers import read_label_names
 from vidtx.errors import VidtxError
 
-CONVERT_FORMATS = ("paddle", "mxmark")
+CONVERT_FORMATS = ("paddle", "mxmark", "videomae")
 
 
 def convert_checkpoint(config, input_path: str, output_dir: str, labels: str | None = None,
                        fmt: str = "paddle") -> dict:
-  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' .pth) -> an orbax checkpoint in
+  """A foreign checkpoint (`fmt`: 'paddle' .pdparams, 'mxmark' / 'videomae' .pth) -> an orbax checkpoint in
   `output_dir` that eval.py / predict.py read."""
   from vidtx import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only when writing)
-  readers = {"paddle": engine.from_paddle, "mxmark": mxmark.from_mxmark}
+  readers = {"paddle": engine.from_paddle, "mxmark": mxmark.from_mxmark,
+             "videomae": videomae.from_videomae}
   if fmt not in readers:
     raise VidtxError(f"checkpoint format {fmt!r}; expected one of {list(CONVERT_FORMATS)}")
   if os.path.exists(output_dir) and os.listdir(output_dir):

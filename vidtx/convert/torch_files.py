@@ -228,14 +228,15 @@ def load_torch(path: str) -> Any:
 
 def state_dict(obj: Any, path: str) -> dict[str, np.ndarray]:
   """The {name: array} a loaded checkpoint holds: a plain state dict, a PyTorch Lightning
-  checkpoint's `state_dict`, or a training checkpoint's `model` (MAE, DeiT, timm)."""
-  for key in ("state_dict", "model"):
+  checkpoint's `state_dict`, or a training checkpoint's `model` (MAE, DeiT, timm) or `module`
+  (DeepSpeed: VideoMAE's fine-tuned releases)."""
+  for key in ("state_dict", "model", "module"):
     if isinstance(obj, dict) and isinstance(obj.get(key), dict):
       obj = obj[key]
       break
   if not isinstance(obj, dict) or not obj:
     raise VidtxError(f"{path}: expected a state dict (name -> tensor), a Lightning checkpoint "
-                     f"or {{'model': state dict}}; got {type(obj).__name__}")
+                     f"or {{'model' | 'module': state dict}}; got {type(obj).__name__}")
   bad = [str(k) for k, v in obj.items() if not isinstance(v, np.ndarray) or not isinstance(k, str)]
   if bad:
     raise VidtxError(f"{path}: state dict entries that are not tensors: {bad[:5]}")

@@ -23,6 +23,7 @@ MODELS = {
     "vivit": "vidtx.models.vivit",
     "swin": "vidtx.models.swin",
     "tsm": "vidtx.models.tsm",
+    "videomae": "vidtx.models.videomae",
 }
 
 

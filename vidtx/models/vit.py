@@ -383,6 +383,13 @@ class Block(nn.Module):
     return constrain(x, "act_batch", "act_len", "act_embed")
 
 
+def sinusoid_table(positions: int, dim: int) -> np.ndarray:
+  """The fixed sine-cosine position table [positions, dim] of MAE / VideoMAE: position p,
+  channel j -> sin (j even) / cos (j odd) of p / 10000 ** (2 * (j // 2) / dim) (float64 maths)."""
+  angles = np.arange(positions)[:, None] / np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None]
+  return np.where(np.arange(dim) % 2 == 0, np.sin(angles), np.cos(angles)).astype(np.float32)
+
+
 def drop_path_rates(rate: float, depth: int) -> list[float]:
   """Stochastic-depth rate per block: linspace(0, rate, depth) as Paddle."""
   return [float(r) for r in np.linspace(0.0, rate, depth)]

@@ -275,7 +275,7 @@ def test_visualize_writes_normalised_maps_and_overlays(run, tmp_path):
   assert os.path.getsize(out / f"{name}.png") > 0
 
   # The mask video, through the same view, lines up with the object: a map that is the object's
-  # own coverage concentrates on it (the geometry the trained-model test below relies on).
+  # own coverage concentrates on it (the geometry test_attention_trained.py relies on).
   meta_prepared = {"short_side": config.data.synthetic["short_side"]}
   mask_clip = visualize.load_clip(mask, config, meta_prepared)
   cover = mask_clip.mean(axis=-1).reshape(frames // 2, 2, 4, 8, 4, 8).mean(axis=(1, 3, 5))
@@ -286,29 +286,3 @@ def test_visualize_writes_normalised_maps_and_overlays(run, tmp_path):
   contrast = lambda pixels: np.abs(pixels - background).mean()
   assert contrast(clip[object_pixels]) > 3 * contrast(clip[~object_pixels])
 
-
-@pytest.mark.skipif(not os.environ.get("VIDTX_DEMO_WORKDIR"),
-                    reason="set VIDTX_DEMO_WORKDIR to a trained configs/demo.py workdir (python "
-                    "train.py --config configs/demo.py --workdir workdirs/demo: minutes on a CPU)")
-def test_trained_demo_attends_to_the_moving_object(tmp_path):
-  # A model that learned the motions looks at the object: the smoke models (6 steps, 15 videos)
-  # have not learned them (their maps are uniform), so this needs the real demo.
-  from configs import demo  # pylint: disable=g-import-not-at-top
-
-  config = demo.get_config()
-  workdir = os.environ["VIDTX_DEMO_WORKDIR"]
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  model, variables, meta = evaluate.restore_model(config, workdir, mesh)
-  videos = [synthetic_video_and_mask(str(tmp_path), c, 1, config.data.synthetic)
-            for c in range(config.model.num_classes)]  # test-split videos (group 1)
-  out = tmp_path / "maps"
-  result = run_cli("-m", "vidtx.visualize", "--config=configs/demo.py", f"--checkpoint={workdir}",
-                   f"--out={out}", *[video for video, _ in videos])
-  assert result.returncode == 0, result.stderr
-  ratios = []
-  for video, mask in videos:
-    saved = np.load(out / (os.path.splitext(os.path.basename(video))[0] + ".npz"))
-    assert saved["maps"].min() >= 0 and saved["maps"].sum() == pytest.approx(1.0, abs=1e-5)
-    mask_clip = visualize.load_clip(mask, config, meta["prepared"])
-    ratios.append(object_concentration(saved["maps"], int(saved["frames_per_step"]), mask_clip))
-  assert min(ratios) > 1.5 and np.median(ratios) > 3, ratios

@@ -66,12 +66,12 @@ def test_beam_options_beam_does_not_know_are_one_clear_error():
 
 
 def test_a_video_that_killed_two_attempts_is_reported(tmp_path):
-  journal = prepare_beam._Journal(str(tmp_path), "train", 3)
+  journal = prepare._AttemptJournal(str(tmp_path), "train", 3)
   journal.start("/v/crash.avi")  # the worker dies here ...
-  assert prepare_beam._Journal(str(tmp_path), "train", 3).blamed() == {}  # ... once: a preemption?
-  again = prepare_beam._Journal(str(tmp_path), "train", 3)
+  assert prepare._AttemptJournal(str(tmp_path), "train", 3).blamed() == {}  # ... once: a preemption?
+  again = prepare._AttemptJournal(str(tmp_path), "train", 3)
   again.start("/v/crash.avi")  # ... and again
-  blamed = prepare_beam._Journal(str(tmp_path), "train", 3).blamed()
+  blamed = prepare._AttemptJournal(str(tmp_path), "train", 3).blamed()
   assert list(blamed) == ["/v/crash.avi"] and "died 2 times" in blamed["/v/crash.avi"]
 
 

@@ -100,7 +100,8 @@ def _json_ready(meta: dict) -> dict:
   return json.loads(json.dumps(meta, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
-def _no_space(error: BaseException) -> bool:
+def no_space(error: BaseException) -> bool:
+  """Whether `error` (or what caused it) is a full disk, as Python, orbax or TensorFlow say it."""
   while error is not None:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
       return True
@@ -227,13 +228,19 @@ class Checkpoints:
     step = previous if previous is not None and previous not in finalized else step
     if jax.process_index() == 0:
       _remove_partial_saves(directory)
-    good = ocp.utils.checkpoint_steps(self.latest.directory)
-    last = (f"{self.latest.directory}/{max(good)}" if good else "none")
-    if _no_space(error):
-      raise VidtxError(f"no space left on {directory} while saving step {step}; last good checkpoint: "
-                       f"{last} (free space, then run the same command to resume)") from None
+    if no_space(error):
+      raise self.full_disk(directory, f"saving step {step}") from None
     raise VidtxError(f"saving step {step} to {directory} failed ({first_line(error)}); last good "
-                     f"checkpoint: {last}") from None
+                     f"checkpoint: {self._last_good()}") from None
+
+  def _last_good(self) -> str:
+    good = ocp.utils.checkpoint_steps(self.latest.directory)
+    return f"{self.latest.directory}/{max(good)}" if good else "none"
+
+  def full_disk(self, directory: str, doing: str) -> VidtxError:
+    """The one line for a full disk under `directory` while `doing` (a save, the run's metrics)."""
+    return VidtxError(f"no space left on {directory} while {doing}; last good checkpoint: "
+                      f"{self._last_good()} (free space, then run the same command to resume)")
 
   def check(self) -> None:
     """Raises (one line) if an asynchronous save has failed."""

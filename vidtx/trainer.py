@@ -624,18 +624,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         progress.restart()
         if stop:
           break
-  except BaseException:
+  except BaseException as e:
+    failed = True
     try:
       checkpoints.wait()  # the saves in flight still land
     except VidtxError:
       pass  # the first error is the one to report
+    if not isinstance(e, VidtxError) and ckpt.no_space(e):  # metrics.jsonl or TensorBoard
+      raise checkpoints.full_disk(workdir, f"writing the metrics of step {step}") from None
     raise
   else:
+    failed = False
     checkpoints.wait()
   finally:
     profiler.close(step)
     checkpoints.close()
-    writer.flush()
+    try:
+      writer.flush()
+    except Exception as e:  # pylint: disable=broad-except
+      if not ckpt.no_space(e):
+        raise
+      if not failed:  # else the error in flight is the one to report
+        raise checkpoints.full_disk(workdir, f"writing the metrics of step {step}") from None
   if stop == multihost.INPUT_FAILED and step < num_steps:  # (batches read past the end: no matter)
     saved = (f"progress saved in {checkpoint_dir}/{step}" if step > start_step else
              f"{checkpoint_dir}/{start_step} is kept" if start_step else "nothing trained yet")

@@ -281,6 +281,57 @@ def _run_shard(shard: _Shard, skip: Mapping[str, str], report, *, frames: _Frame
   return marker
 
 
+# Beam: attempts that died on one video before it is skipped (one may be a preemption or a kill).
+DEATHS_TO_BLAME = 2
+
+
+class _AttemptJournal:
+  """Which video each attempt at one shard was on (a `_run_shard` report): under Beam a decoder
+  that kills its worker cannot be caught, so the next attempt learns of it from here."""
+
+  def __init__(self, work_dir: str, split: str, index: int):
+    self.path = os.path.join(work_dir, f"{split}-{index:05d}.attempts.json")
+    journal = _read_json(self.path) or {}
+    self.died = dict(journal.get("died", {}))
+    if journal.get("current"):  # the last attempt stopped while decoding it
+      self.died[journal["current"]] = self.died.get(journal["current"], 0) + 1
+      self._write(None)
+
+  def blamed(self) -> dict[str, str]:
+    """Videos to skip: path -> reason."""
+    return {video: f"the worker decoding it died {n} times (Beam retried it)"
+            for video, n in self.died.items() if n >= DEATHS_TO_BLAME}
+
+  def _write(self, current: str | None) -> None:
+    _write_json(self.path, {"current": current, "died": self.died})
+
+  def start(self, video: str) -> None:
+    self._write(video)
+
+  def done(self, ok: bool) -> None:
+    del ok
+
+  def close(self) -> None:
+    tf.io.gfile.remove(self.path)
+
+
+def _write_shard_once(shard: _Shard, *, frames: _Frames, work_dir: str,
+                      video_timeout: float | None, skip: Mapping[str, str]) -> None:
+  """One Beam worker's job on one shard: write it unless an earlier attempt finished it."""
+  if _completed_marker(work_dir, shard) is None:
+    journal = _AttemptJournal(work_dir, shard.split, shard.index)
+    _run_shard(shard, {**skip, **journal.blamed()}, journal, frames=frames, work_dir=work_dir,
+               video_timeout=video_timeout)
+    journal.close()
+
+
+def _beam_worker_setup() -> None:
+  try:
+    _one_thread_per_worker()
+  except RuntimeError:  # TensorFlow already running in this process (the in-process runner)
+    pass
+
+
 def _one_thread_per_worker() -> None:
   tf.config.threading.set_intra_op_parallelism_threads(1)  # one process per core already
   tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -546,9 +597,11 @@ def prepare_dataset(out_dir: str, splits: Mapping[str, Sequence[VideoEntry]],
   start = time.monotonic()
   if beam:
     from vidtx.data import prepare_beam  # pylint: disable=g-import-not-at-top  (the [beam] extra)
-    prepare_beam.run_shards(todo, settings.beam_options, frames=frames, work_dir=work_dir,
-                            video_timeout=settings.video_timeout,
-                            skip=_read_json(os.path.join(work_dir, _FATAL_FILE)) or {})
+    write_shard = functools.partial(
+        _write_shard_once, frames=frames, work_dir=work_dir, video_timeout=settings.video_timeout,
+        skip=_read_json(os.path.join(work_dir, _FATAL_FILE)) or {})
+    prepare_beam.run_shards(todo, settings.beam_options, write_shard=write_shard,
+                            setup=_beam_worker_setup)
     markers.update(_completed_markers(work_dir, todo))
     missing = [str(s) for s in todo if (s.split, s.index) not in markers]
     if missing:

@@ -10,15 +10,14 @@ just the shards without a marker. So the dataset is the one the local pool write
 A decoder that kills its worker process (a crash, the OOM killer) cannot be caught inside
 the worker: each shard keeps a journal, `<split>-<index>.attempts.json`, of the video it is
 decoding, and a video that two attempts died on is skipped and reported (one death may be a
-preemption, which is no fault of the video).
+preemption, which is no fault of the video): `prepare._write_shard_once`.
 
 Needs the `[beam]` extra (`pip install -e '.[beam]'`); the local path never imports this.
 """
 from __future__ import annotations
 
-import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 try:
   import apache_beam as beam
@@ -27,64 +26,22 @@ except ImportError:  # pragma: no cover  (the extra is not installed)
   raise ImportError("--runner beam needs Apache Beam: pip install -e '.[beam]' (or "
                     "pip install apache-beam) in this environment") from None
 
-import tensorflow as tf
-
-from vidtx.data import prepare
 from vidtx.errors import VidtxError
-
-# Attempts that died on one video before it is skipped (one may be a preemption or a kill).
-DEATHS_TO_BLAME = 2
-
-
-class _Journal:
-  """Which video each attempt at one shard was on: the report of `prepare._run_shard`."""
-
-  def __init__(self, work_dir: str, split: str, index: int):
-    self.path = os.path.join(work_dir, f"{split}-{index:05d}.attempts.json")
-    journal = prepare._read_json(self.path) or {}
-    self.died = dict(journal.get("died", {}))
-    if journal.get("current"):  # the last attempt stopped while decoding it
-      self.died[journal["current"]] = self.died.get(journal["current"], 0) + 1
-      self._write(None)
-
-  def blamed(self) -> dict[str, str]:
-    """Videos to skip: path -> reason."""
-    return {video: f"the worker decoding it died {n} times (Beam retried it)"
-            for video, n in self.died.items() if n >= DEATHS_TO_BLAME}
-
-  def _write(self, current: str | None) -> None:
-    prepare._write_json(self.path, {"current": current, "died": self.died})
-
-  def start(self, video: str) -> None:
-    self._write(video)
-
-  def done(self, ok: bool) -> None:
-    del ok
-
-  def close(self) -> None:
-    tf.io.gfile.remove(self.path)
 
 
 class _WriteShard(beam.DoFn):
-  """A shard (prepare._Shard) -> its (split, index), once its part and done-marker are written."""
+  """A shard -> its (split, index), once `write_shard` wrote it (`vidtx.data.prepare` decides
+  how: this module knows Beam, not datasets)."""
 
-  def __init__(self, frames, work_dir: str, video_timeout: float | None, skip: Mapping[str, str]):
+  def __init__(self, write_shard: Callable, setup: Callable[[], None]):
     super().__init__()
-    self.frames, self.work_dir, self.video_timeout = frames, work_dir, video_timeout
-    self.skip = dict(skip)
+    self.write_shard, self.setup_worker = write_shard, setup
 
   def setup(self):
-    try:
-      prepare._one_thread_per_worker()
-    except RuntimeError:  # TensorFlow already running in this process (the in-process runner)
-      pass
+    self.setup_worker()
 
   def process(self, shard):
-    if prepare._completed_marker(self.work_dir, shard) is None:  # else: an earlier attempt did it
-      journal = _Journal(self.work_dir, shard.split, shard.index)
-      prepare._run_shard(shard, {**self.skip, **journal.blamed()}, journal, frames=self.frames,
-                         work_dir=self.work_dir, video_timeout=self.video_timeout)
-      journal.close()
+    self.write_shard(shard)
     yield shard.split, shard.index
 
 
@@ -103,9 +60,10 @@ def pipeline_options(beam_options: str) -> PipelineOptions:
   return options
 
 
-def run_shards(shards: Sequence, beam_options: str, *, frames, work_dir: str,
-               video_timeout: float | None, skip: Mapping[str, str]) -> None:
-  """Writes `shards` (prepare._Shard) with a Beam pipeline; returns once it finished.
+def run_shards(shards: Sequence, beam_options: str, *, write_shard: Callable,
+               setup: Callable[[], None]) -> None:
+  """Runs `write_shard(shard)` on each of `shards` in a Beam pipeline, one worker a shard, after
+  `setup()` on each worker; returns once it finished. Both must pickle (module-level functions).
 
   `beam_options`: Beam's PipelineOptions flags (default: the DirectRunner, in this process).
   """
@@ -117,7 +75,7 @@ def run_shards(shards: Sequence, beam_options: str, *, frames, work_dir: str,
       _ = (pipeline
            | "Shards" >> beam.Create(list(shards))
            | "Spread" >> beam.Reshuffle()  # one shard per element, spread over the workers
-           | "WriteShard" >> beam.ParDo(_WriteShard(frames, work_dir, video_timeout, skip)))
+           | "WriteShard" >> beam.ParDo(_WriteShard(write_shard, setup)))
   except VidtxError:
     raise
   except Exception as e:  # pylint: disable=broad-except  (the runner's error, in one line)

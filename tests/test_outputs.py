@@ -15,7 +15,7 @@ import pytest
 
 import cli_runner
 import data_fixtures
-from vidtx import ensemble, evaluate, models, sharding, trainer, visualize
+from vidtx import ensemble, evaluate, models, sharding, visualize, writers
 from vidtx.data import synthetic
 from vidtx.errors import VidtxError
 
@@ -89,10 +89,10 @@ def test_profile_steps_leave_a_trace(run):
 
 def test_input_captions_name_the_mixed_classes():
   names = ["A", "B", "C"]
-  assert trainer.target_caption(np.array([0.0, 1.0, 0.0]), names) == "B"
-  assert trainer.target_caption(np.array([0.7, 0.0, 0.3]), names) == "0.70 A + 0.30 C"
+  assert writers.target_caption(np.array([0.0, 1.0, 0.0]), names) == "B"
+  assert writers.target_caption(np.array([0.7, 0.0, 0.3]), names) == "0.70 A + 0.30 C"
   smoothed = np.array([0.9, 0.05, 0.05])  # label smoothing is no mixing
-  assert trainer.target_caption(smoothed, names) == "A"
+  assert writers.target_caption(smoothed, names) == "A"
 
 
 # ----------------------------------------------------------------------------- eval and ensembles

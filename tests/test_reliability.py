@@ -22,7 +22,7 @@ import pytest
 import cli_runner
 import data_fixtures
 from vidtx import checkpoint as ckpt
-from vidtx import evaluate, models, multihost, sharding, trainer
+from vidtx import evaluate, models, multihost, sharding, trainer, writers
 from vidtx.errors import VidtxError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -328,7 +328,7 @@ def test_forget_metrics_after(tmp_path):
   path = str(tmp_path / "metrics.jsonl")
   with open(path, "w") as f:
     f.write("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2, 4, 6)) + '{"step": 8, "lo')
-  trainer.forget_metrics_after(path, 4)
+  writers.forget_metrics_after(path, 4)
   assert [json.loads(line)["step"] for line in open(path)] == [2, 4]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 import cli_runner
 import data_fixtures
-from vidtx import evaluate, flops, losses, models, optim, sharding, trainer
+from vidtx import evaluate, flops, losses, models, optim, precise_bn, sharding, trainer
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -342,7 +342,7 @@ def test_precise_bn_is_the_average_of_per_batch_statistics():
   variables = nn.unbox(model.init(jax.random.key(0), jnp.zeros(shape), train=False))
   rng = np.random.RandomState(0)
   batches = [{"video": rng.randint(0, 255, shape).astype(np.uint8)} for _ in range(3)]
-  got = trainer.precise_batch_stats(trainer.make_batch_stats_step(model, config.data), variables,
+  got = precise_bn.precise_batch_stats(precise_bn.make_batch_stats_step(model, config.data), variables,
                                     iter(batches))
   per_batch = []
   for batch in batches:

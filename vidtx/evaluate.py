@@ -237,6 +237,30 @@ def restore_model(config, path: str, mesh):
   return model, variables, meta
 
 
+def restore_teacher(config, mesh, label_names: list[str]):
+  """The frozen teacher of `config.distill.teacher` (a checkpoint): (model, variables).
+
+  Its model config comes from its checkpoint; it must take the student's clips and
+  predict the same classes in the same order.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from vidtx import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+
+  path = config.distill.teacher
+  meta = ckpt.read_meta(path)
+  teacher_model = ml_collections.ConfigDict(meta["model"])
+  for key in ("num_frames", "image_size", "num_classes"):
+    if teacher_model.get(key) != config.model.get(key):
+      raise VidtxError(
+          f"distillation teacher {path} has model.{key}={teacher_model.get(key)!r} and the student "
+          f"{config.model.get(key)!r}: the teacher must see the student's clips and predict its classes")
+  ckpt.check_labels_match(meta.get("label_names", []), label_names, path, config.data.dir)
+  teacher_config = config.copy_and_resolve_references()
+  teacher_config.model = teacher_model
+  model, variables, _ = restore_model(teacher_config, path, mesh)
+  return model, variables
+
+
 def test_protocol(config, path: str, mesh, split: str | None = None, *,
                   save_scores: str | None = None) -> dict:
   """Video-level evaluation of the checkpoint at `path` on `split` (default: the test split).

@@ -7,7 +7,6 @@ checkpoint, stop on NaN).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from typing import Any
@@ -23,7 +22,7 @@ from jax.experimental import multihost_utils
 
 from vidtx import checkpoint as ckpt
 from vidtx import data as data_lib
-from vidtx import evaluate, flops, losses, messages, models, multihost, optim, sharding
+from vidtx import evaluate, flops, losses, messages, models, multihost, optim, precise_bn, sharding
 from vidtx.data import device as device_ops
 from vidtx.errors import VidtxError
 
@@ -227,67 +226,7 @@ def input_preview(config, batch: dict, step_rng, step: int, accumulation_steps: 
   return multihost_utils.process_allgather((clips, targets), tiled=True)
 
 
-def target_caption(targets: np.ndarray, label_names: list[str]) -> str:
-  """`MoveLeft` or, for a mixed clip, `0.62 MoveLeft + 0.38 MoveUp` (label smoothing left out)."""
-  floor = targets.min()
-  order = [i for i in np.argsort(-targets) if targets[i] > floor + 0.02][:2]
-  if len(order) < 2:
-    return label_names[int(order[0]) if order else int(np.argmax(targets))]
-  total = sum(targets[i] for i in order)
-  return " + ".join(f"{targets[i] / total:.2f} {label_names[int(i)]}" for i in order)
-
-
 # ----------------------------------------------------------------------------- helpers
-def make_batch_stats_step(model, data_config):
-  """jitted (params, batch) -> this batch's BatchNorm statistics (mean, biased variance)."""
-  momentum = models.family_of(model).bn_momentum
-  if momentum is None:
-    raise VidtxError(f"precise BN: {type(model).__name__}'s family declares no bn_momentum")
-
-  def batch_stats(params, zero_stats, batch):
-    video = device_ops.normalize(batch["video"], data_config.mean, data_config.std)
-    _, updates = model.apply({"params": params, "batch_stats": zero_stats}, video, train=True,
-                             mutable=["batch_stats"], rngs={"dropout": jax.random.key(0)})
-    # From zero running statistics one update leaves (1 - momentum) * the batch's.
-    return jax.tree.map(lambda s: s / (1.0 - momentum), updates["batch_stats"])
-
-  return jax.jit(batch_stats)
-
-
-def precise_batch_stats(batch_stats_step, variables: dict, batches) -> dict:
-  """PaddleVideo's precise BN: the true average of the per-batch BatchNorm statistics of
-  `variables['params']` over `batches` (instead of the running average kept in training)."""
-  zero = jax.tree.map(jnp.zeros_like, variables["batch_stats"])
-  total, count = zero, 0
-  for batch in batches:
-    total = jax.tree.map(jnp.add, total, batch_stats_step(variables["params"], zero, batch))
-    count += 1
-  if not count:
-    raise VidtxError("precise BN got no batches")
-  return jax.tree.map(lambda t: t / count, total)
-
-
-def load_teacher(config, mesh, label_names: list[str]):
-  """The frozen teacher of `config.distill.teacher` (a checkpoint): (model, variables).
-
-  Its model config comes from its checkpoint; it must take the student's clips and
-  predict the same classes in the same order.
-  """
-  path = config.distill.teacher
-  meta = ckpt.read_meta(path)
-  teacher_model = ml_collections.ConfigDict(meta["model"])
-  for key in ("num_frames", "image_size", "num_classes"):
-    if teacher_model.get(key) != config.model.get(key):
-      raise VidtxError(
-          f"distillation teacher {path} has model.{key}={teacher_model.get(key)!r} and the student "
-          f"{config.model.get(key)!r}: the teacher must see the student's clips and predict its classes")
-  ckpt.check_labels_match(meta.get("label_names", []), label_names, path, config.data.dir)
-  teacher_config = config.copy_and_resolve_references()
-  teacher_config.model = teacher_model
-  model, variables, _ = evaluate.restore_model(teacher_config, path, mesh)
-  return model, variables
-
-
 def swa_variables(state: TrainState) -> dict | None:
   """The stochastic weight averaged variables, once SWA has averaged something; else None.
 
@@ -336,25 +275,6 @@ def checkpoint_meta(config, label_names: list[str], step: int, examples_done: in
       "input": {"examples": int(examples_done), "streams": int(streams), "seed": int(config.seed)},
       "config": config.to_json_best_effort(),
   }
-
-
-def forget_metrics_after(path: str, step: int) -> None:
-  """Drops the metrics.jsonl lines of steps after `step`: the resumed run writes them again."""
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    lines = f.readlines()
-  kept = []
-  for line in lines:
-    try:
-      if json.loads(line)["step"] <= step:
-        kept.append(line)
-    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
-      continue
-  if len(kept) != len(lines):
-    with open(path + ".tmp", "w") as f:
-      f.writelines(kept)
-    os.replace(path + ".tmp", path)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -464,7 +384,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # ------------------------------------------------------------------- steps
   teacher, teacher_variables = None, None
   if config.distill.teacher:
-    teacher, teacher_variables = load_teacher(config, mesh, label_names)
+    teacher, teacher_variables = evaluate.restore_teacher(config, mesh, label_names)
     say(f"distillation: teacher {config.distill.teacher} ({type(teacher).__name__}), weight "
         f"{config.distill.weight}, temperature {config.distill.temperature}")
   train_step = jax.jit(
@@ -474,13 +394,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_step = evaluate.make_eval_step(model, config.data, config.eval.averaging)
   label_free = losses.is_label_free(model)
 
-  precise_bn = config.train.precise_bn_batches
-  if precise_bn and jax.tree.leaves(state.batch_stats):
-    batch_stats_step = make_batch_stats_step(model, config.data)
-    say(f"precise BN: BatchNorm statistics recomputed from {precise_bn} training batches before "
+  precise_batches = config.train.precise_bn_batches
+  if precise_batches and jax.tree.leaves(state.batch_stats):
+    batch_stats_step = precise_bn.make_batch_stats_step(model, config.data)
+    say(f"precise BN: BatchNorm statistics recomputed from {precise_batches} training batches before "
         "each validation")
   else:
-    precise_bn = 0
+    precise_batches = 0
 
   def to_global(local: dict) -> dict:
     return sharding.global_batch({k: v for k, v in local.items() if k not in bad_clips.KEYS}, mesh)
@@ -491,8 +411,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     local = multihost.train_batches(  # its own stream: the training input is untouched
         pipeline.make_train_dataset, config.data, global_batch=micro_batch,
         streams=math.gcd(streams, micro_batch), seed=config.seed + 1, examples_done=0)
-    batches = map(to_global, itertools.islice(local, precise_bn))
-    stats = precise_batch_stats(batch_stats_step, variables, batches)
+    batches = map(to_global, itertools.islice(local, precise_batches))
+    stats = precise_bn.precise_batch_stats(batch_stats_step, variables, batches)
     return dict(variables, batch_stats=jax.device_put(stats, state_shardings.batch_stats))
 
   def validate(variables) -> tuple[dict[str, float], np.ndarray]:
@@ -519,7 +439,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pipeline.make_train_dataset, config.data, global_batch=plan["global_batch"], streams=streams,
       seed=config.seed, examples_done=examples_done, positions=list(bad.positions))), to_global)
   if is_main:
-    forget_metrics_after(os.path.join(workdir, "metrics.jsonl"), start_step)
+    writers.forget_metrics_after(os.path.join(workdir, "metrics.jsonl"), start_step)
   writer = writers.make_writer(workdir, is_main=is_main)
   if is_main and start_step < num_steps:
     writers.write_config(writer, config, start_step)
@@ -568,7 +488,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           clips, targets = input_preview(config, batch, step_rng, step, plan["accumulation_steps"])
           if is_main:
             writers.write_input_clips(writer, step, clips,
-                                      [target_caption(t, label_names) for t in targets])
+                                      [writers.target_caption(t, label_names) for t in targets])
         profiler.before(step, state)
         state, metrics = train_step(state, batch, step_rng, teacher_variables)
         if step == start_step + 1:  # compiled: clips/s and MFU count from the end of this call
@@ -586,10 +506,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if not (log_now or val_now or save_now):
           continue
         scalars = {**flush_metrics(step), **progress.rate(step), **bad.scalars()}
-        if val_now and precise_bn:
+        if val_now and precise_batches:
           state = state.replace(batch_stats=with_precise_batch_stats(state.variables)["batch_stats"])
         swa = swa_variables(state)
-        if swa is not None and precise_bn and (val_now or save_now):
+        if swa is not None and precise_batches and (val_now or save_now):
           swa = with_precise_batch_stats(swa)
         meta = save(step) if save_now else None  # before validating: its failure loses nothing
         if val_now:

@@ -206,3 +206,32 @@ class Progress:
     if "sec_per_step" in scalars:
       parts.append("ETA " + messages.format_duration(scalars["sec_per_step"] * (self.total_steps - step)))
     return " | ".join(parts)
+
+
+def target_caption(targets: np.ndarray, label_names: list[str]) -> str:
+  """`MoveLeft` or, for a mixed clip, `0.62 MoveLeft + 0.38 MoveUp` (label smoothing left out)."""
+  floor = targets.min()
+  order = [i for i in np.argsort(-targets) if targets[i] > floor + 0.02][:2]
+  if len(order) < 2:
+    return label_names[int(order[0]) if order else int(np.argmax(targets))]
+  total = sum(targets[i] for i in order)
+  return " + ".join(f"{targets[i] / total:.2f} {label_names[int(i)]}" for i in order)
+
+
+def forget_metrics_after(path: str, step: int) -> None:
+  """Drops the metrics.jsonl lines of steps after `step`: the resumed run writes them again."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill
+      continue
+  if len(kept) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(kept)
+    os.replace(path + ".tmp", path)

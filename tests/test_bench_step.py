@@ -84,6 +84,7 @@ def test_compile_only_reports_memory_and_remat_keeps_less_for_the_backward_pass(
   assert 0 < full["saved_activation_bytes_per_device"] < none["saved_activation_bytes_per_device"]
 
 
+@pytest.mark.slow
 def test_gpu_bench_dry_run_runs_every_part_here(tmp_path):
   """`bash launch/gpu_bench.sh OUT --dry-run`, as the GPU session will run it (without TensorFlow),
   for two models: both vidtx phases, the environment record and the PyTorch part (or its note)."""

@@ -51,7 +51,9 @@ def test_full_size_config_builds_its_model(name, arg):
   assert flops.count_params(params["params"]) > 0
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# Each experiment trains end to end (the demo's run is the shared one; the others are the slow tier).
+@pytest.mark.parametrize("name", [n if n == "demo" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in CONFIGS])
 def test_smoke_config_trains_and_validates(name, request, smoke_data_dir, tmp_path):
   if name == "demo":  # the shared trained run (conftest) is the demo's smoke run
     config, workdir, metrics = request.getfixturevalue("trained")

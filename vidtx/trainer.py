@@ -579,5 +579,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise multihost.Stopped(f"stopped by {name} after step {step}: {where}; run the same command to "
                             "resume", exit_code)
   swa_note = f", SWA weights in {workdir}/swa" if checkpoints.swa is not None else ""
-  say(f"done: {step} steps; checkpoints in {checkpoint_dir}, best in {workdir}/best{swa_note}")
+  best_note = "" if label_free else f", best in {workdir}/best"
+  say(f"done: {step} steps; checkpoints in {checkpoint_dir}{best_note}{swa_note}")
   return last

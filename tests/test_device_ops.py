@@ -98,3 +98,32 @@ def test_color_jitter_is_one_draw_per_clip():
 def test_imports_without_tensorflow():
   code = "import sys, vidtx.data.device; assert 'tensorflow' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_mixing_partners_stay_on_the_device_that_holds_the_clip():
+  """With the batch sharded over 8 devices, every clip is mixed with one of its own device's
+  clips (as the seeds mix within one GPU's batch) and the compiled mixing moves no data between
+  devices (a batch-wide permutation all-reduced the whole batch every step)."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  devices = jax.devices()[:8]
+  assert len(devices) == 8
+  video, labels = labelled_batch(batch=32, height=8, width=8)
+  shard = NamedSharding(Mesh(np.array(devices), ("batch",)), P("batch"))
+  video, labels = jax.device_put(video, shard), jax.device_put(labels, shard)
+  for kind in ("mixup", "cutmix"):
+    op = jax.jit(lambda k, v, l: getattr(device, kind)(k, v, l, 0.8, 8))
+    seen_other = False
+    for seed in range(4):
+      mixed, targets = op(jax.random.key(seed), video, labels)
+      partner = np.asarray(targets.labels_b)
+      assert sorted(partner.tolist()) == list(range(32))  # still a permutation
+      np.testing.assert_array_equal(partner // 4, np.arange(32) // 4)  # 4 clips per device
+      seen_other |= bool((partner != np.arange(32)).any())
+    assert seen_other
+    hlo = op.lower(jax.random.key(0), video, labels).compile().as_text()
+    for collective in ("all-reduce", "all-gather", "all-to-all", "collective-permute"):
+      assert f" {collective}(" not in hlo and f" {collective}-start(" not in hlo, (kind, collective)
+  # Without the blocks the same op does move the batch: the check above can fail.
+  hlo = jax.jit(lambda k, v, l: device.mixup(k, v, l, 0.8, 1)).lower(
+      jax.random.key(0), video, labels).compile().as_text()
+  assert any(f" {c}" in hlo for c in ("all-reduce", "all-gather", "all-to-all", "collective-permute"))

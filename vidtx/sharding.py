@@ -75,6 +75,11 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, P(("data", "fsdp"), *([None] * (ndim - 1))))
 
 
+def batch_shards(mesh: Mesh) -> int:
+  """How many contiguous blocks batch_sharding splits the batch into (one per data x fsdp place)."""
+  return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

@@ -99,27 +99,29 @@ def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: b
 
 
 # ----------------------------------------------------------------------------- train step
-def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float):
-  """Mixup / cutmix / VideoMix on the accelerator (config.train.mix.kind); soft targets [B, K]."""
+def mix_batch(rng, video, labels, mix_config, num_classes: int, smoothing: float, groups: int = 1):
+  """Mixup / cutmix / VideoMix on the accelerator (config.train.mix.kind); soft targets [B, K].
+  Partners come from the same one of `groups` device blocks of the batch (no traffic)."""
   kind = mix_config.kind
   if kind == "none":
     return video, losses.smoothed_targets(labels, num_classes, smoothing)
   if kind == "mixup":
-    video, mixed = device_ops.mixup(rng, video, labels, mix_config.mixup_alpha)
+    video, mixed = device_ops.mixup(rng, video, labels, mix_config.mixup_alpha, groups)
   elif kind == "cutmix":
-    video, mixed = device_ops.cutmix(rng, video, labels, mix_config.cutmix_alpha)
+    video, mixed = device_ops.cutmix(rng, video, labels, mix_config.cutmix_alpha, groups)
   elif kind == "videomix":
     video, mixed = device_ops.videomix(rng, video, labels, cutmix_prob=mix_config.cutmix_prob,
                                        mixup_alpha=mix_config.mixup_alpha,
-                                       cutmix_alpha=mix_config.cutmix_alpha)
+                                       cutmix_alpha=mix_config.cutmix_alpha, groups=groups)
   else:
     raise VidtxError(f"config.train.mix.kind={kind!r}; use none, mixup, cutmix or videomix")
   return video, device_ops.mixed_targets(mixed, num_classes, smoothing)
 
 
-def make_model_inputs(config):
+def make_model_inputs(config, groups: int = 1):
   """(rng, uint8 video [B, T, H, W, 3], labels [B]) -> (float video as the model receives it,
-  soft targets [B, K]): colour jitter, normalisation and mixing, as the train step does them."""
+  soft targets [B, K]): colour jitter, normalisation and mixing, as the train step does them.
+  `groups`: the device blocks of the batch (sharding.batch_shards), where mixing partners come from."""
   data, num_classes = config.data, config.model.num_classes
   smoothing = float(config.train.label_smoothing)
   mix = config.train.mix
@@ -131,7 +133,7 @@ def make_model_inputs(config):
       video = device_ops.color_jitter(jax.random.fold_in(rng, 7), video, **jitter)
     video = device_ops.normalize(video, data.mean, data.std)
     mix_rng, _ = jax.random.split(rng)
-    return mix_batch(mix_rng, video, labels, mix, num_classes, smoothing)
+    return mix_batch(mix_rng, video, labels, mix, num_classes, smoothing, groups)
 
   return model_inputs
 
@@ -144,7 +146,7 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   (config.distill); its variables are the step's last argument.
   """
   micro_sharding = lambda x: jax.lax.with_sharding_constraint(x, sharding.batch_sharding(mesh, x.ndim))
-  model_inputs = make_model_inputs(config)
+  model_inputs = make_model_inputs(config, sharding.batch_shards(mesh))
   if teacher is not None:
     weight = float(config.distill.weight)
     temperature = float(config.distill.temperature)
@@ -208,12 +210,12 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
   return train_step
 
 
-def input_preview(config, batch: dict, step_rng, step: int, accumulation_steps: int,
+def input_preview(config, batch: dict, step_rng, step: int, accumulation_steps: int, mesh,
                   count: int = 4) -> tuple[np.ndarray, np.ndarray]:
   """The first `count` clips of step `step`'s first micro-batch as the model receives them
   (jitter and mixing with the step's own keys), de-normalised: (float [N, T, H, W, 3] in 0..1,
   soft targets [N, K]). Every process calls it (the batch is global)."""
-  model_inputs = make_model_inputs(config)
+  model_inputs = make_model_inputs(config, sharding.batch_shards(mesh))
   mean = jnp.asarray(config.data.mean, jnp.float32)
   std = jnp.asarray(config.data.std, jnp.float32)
 
@@ -485,7 +487,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         batch = upcoming.pop()
         bad.step()
         if step == start_step + 1:  # what the model sees: once, at the start
-          clips, targets = input_preview(config, batch, step_rng, step, plan["accumulation_steps"])
+          clips, targets = input_preview(config, batch, step_rng, step, plan["accumulation_steps"],
+                                          mesh)
           if is_main:
             writers.write_input_clips(writer, step, clips,
                                       [writers.target_caption(t, label_names) for t in targets])

@@ -10,7 +10,7 @@ x 1 centre crop; dense: 8 frames at stride 8, test 10 clips x 3 crops.
 Recipe: frames squashed to 4:3 at short side 256 (Scale fixed_ratio), MultiScaleCrop then
 random crop 224, flip; SGD nesterov, PaddleVideo warmup-cosine over 80 epochs (10 warmup),
 L2 1e-4 (none on BatchNorm and the fc bias), fc LR x5 (weight) / x10 (bias), label smoothing
-0.1, mixup 0.2, batch 128. Precise-BN is not implemented yet.
+0.1, mixup 0.2, batch 128, precise BN over 200 batches before each validation.
 
 Test protocol: PaddleVideo's pptsm_k400_frames_uniform.yaml / _videos_uniform.yaml (the
 same arithmetic) or _frames_dense.yaml, frame for frame (docs/protocols.md): uniform, the

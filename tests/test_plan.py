@@ -108,3 +108,45 @@ def test_missing_libtpu_is_one_line(tmp_path):
   env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'blocked'}{os.pathsep}{REPO}")
   one_line_error(run_plan("--config", "configs/timesformer_k400.py:smoke=True", "--topology",
                           "v5p-8", env=env), "needs libtpu", ".[tpu]")
+
+
+@needs_libtpu
+def test_plan_figures_are_those_of_the_step_compiled_by_hand():
+  """The plan's memory and FLOPs are exactly what the compiler reports for train.py's step,
+  built here by hand from the trainer's pieces for the same slice (no plan or bench_step code)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from vidtx import sharding, trainer
+
+  config = bench_step.load_config("pptimesformer_k400", "smoke=True")  # with VideoMix in the step
+  config.train.device_batch_size = None
+  planned = plan.plan_config(config, "v5e-4", per_chip_batch=2)
+
+  _, devices = plan.topology_devices("v5e-4")
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rng = jax.random.key(config.seed)
+  model, schedule, tx, _ = trainer.model_and_optimizer(config, num_steps=1000, per_epoch=100, rng=rng)
+  rules = sharding.rules(config)
+  state, state_shardings = trainer.create_train_state(model, config.model, tx, mesh, rules, rng,
+                                                      abstract=True)
+  step = jax.jit(trainer.make_train_step(model, tx, schedule, config, 1, mesh),
+                 in_shardings=(state_shardings, None, None, None),
+                 out_shardings=(state_shardings, None), donate_argnums=(0,))
+  frames, size = config.model.num_frames, config.model.image_size
+  batch = {"video": jax.ShapeDtypeStruct((8, frames, size, size, 3), jnp.uint8,
+                                         sharding=sharding.batch_sharding(mesh, 5)),
+           "label": jax.ShapeDtypeStruct((8,), jnp.int32, sharding=sharding.batch_sharding(mesh, 1))}
+  key = jax.eval_shape(lambda: jax.random.key(1))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    compiled = step.lower(state, batch, jax.ShapeDtypeStruct(key.shape, key.dtype), None).compile()
+  memory = compiled.memory_analysis()
+  assert planned["compiled_memory"] == {
+      "argument_bytes": memory.argument_size_in_bytes, "output_bytes": memory.output_size_in_bytes,
+      "temp_bytes": memory.temp_size_in_bytes, "alias_bytes": memory.alias_size_in_bytes,
+      "generated_code_bytes": memory.generated_code_size_in_bytes}
+  assert planned["xla_flops"] == plan._cost(compiled)["flops"]  # pylint: disable=protected-access
+  # Mixing partners stay on their chip: the float32 gradients are all that moves (a batch-wide
+  # permutation added all-gathers of the clips).
+  assert set(planned["collectives"]) == {"all-reduce"}
+  assert planned["collective_bytes"] < 1.1 * 4 * planned["params"]

@@ -43,7 +43,7 @@ def partners(rng: jax.Array, batch: int, groups: int = 1) -> jax.Array:
   blocks of the batch (block-local indices)."""
   if batch % groups:
     raise ValueError(f"a batch of {batch} does not split into {groups} device blocks")
-  if groups == 1:
+  if groups == 1:  # one device: the same draws as a plain permutation of the batch
     return jax.random.permutation(rng, batch)[None]
   return jax.vmap(lambda k: jax.random.permutation(k, batch // groups))(jax.random.split(rng, groups))
 

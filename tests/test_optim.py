@@ -253,12 +253,13 @@ def test_freeze_errors():
     optim.trainable_mask(params, optim_config(freeze=["w$"]))
 
 
-def test_frozen_parameters_do_not_change_in_a_train_step():
+def tiny_sgd_training(model_overrides=None, **optim_overrides):
+  """A one-device tiny TimeSformer with SGD: (config, model, mesh, schedule, tx, initial state)."""
   config = common.base_config()
   config.model = ml_collections.ConfigDict(models.tiny_config("timesformer", num_classes=3,
-                                                              dtype="float32"))
+                                                              dtype="float32", **(model_overrides or {})))
   config.data = common.data_config(num_frames=4, image_size=32)
-  config.optim.update(name="sgd", lr=0.5, weight_decay=1e-2, freeze=["^patch_embed/", "^blocks_0/attn/"])
+  config.optim.update(name="sgd", lr=0.5, **optim_overrides)
   model = models.build(config.model)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   schedule = optim.make_schedule(config.optim, 10, 1)
@@ -266,6 +267,12 @@ def test_frozen_parameters_do_not_change_in_a_train_step():
   tx = optim.make_optimizer(config.optim, abstract, schedule)
   state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
                                         jax.random.key(0))
+  return config, model, mesh, schedule, tx, state
+
+
+def test_frozen_parameters_do_not_change_in_a_train_step():
+  config, model, mesh, schedule, tx, state = tiny_sgd_training(
+      weight_decay=1e-2, freeze=["^patch_embed/", "^blocks_0/attn/"])
   batch = {"video": np.random.RandomState(0).randint(0, 255, (2, 4, 32, 32, 3)).astype(np.uint8),
            "label": np.arange(2, dtype=np.int32)}
   with jax.set_mesh(mesh), flax.linen.logical_axis_rules(sharding.rules(config)):
@@ -297,18 +304,7 @@ def test_timesformer_k600_smoke_switches_on_every_mxmark_option():
 def test_accumulated_micro_batches_update_as_the_whole_batch_in_one_step():
   """accumulation_steps=1 runs without the scan (XLA-CPU is 3-4x slower inside a loop); both paths
   must give the update of the mean gradient over the whole batch."""
-  config = common.base_config()
-  config.model = ml_collections.ConfigDict(models.tiny_config("timesformer", num_classes=3,
-                                                              dtype="float32", drop_path_rate=0.0))
-  config.data = common.data_config(num_frames=4, image_size=32)
-  config.optim.update(name="sgd", lr=0.5, weight_decay=0.0)
-  model = models.build(config.model)
-  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
-  schedule = optim.make_schedule(config.optim, 10, 1)
-  abstract = flax.linen.unbox(models.abstract_variables(model, config.model))["params"]
-  tx = optim.make_optimizer(config.optim, abstract, schedule)
-  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config),
-                                        jax.random.key(0))
+  config, model, mesh, schedule, tx, state = tiny_sgd_training({"drop_path_rate": 0.0}, weight_decay=0.0)
   batch = {"video": np.random.RandomState(0).randint(0, 255, (4, 4, 32, 32, 3)).astype(np.uint8),
            "label": np.array([0, 1, 2, 0], np.int32)}
   results = {}

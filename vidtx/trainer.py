@@ -191,7 +191,7 @@ def make_train_step(model, tx, schedule, config, accumulation_steps: int, mesh, 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
     carry = (zeros, state.batch_stats, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
     if accumulation_steps == 1:  # no loop: XLA-CPU runs a step inside a while loop 3-4x slower
-      (grads, batch_stats, loss, correct), _ = body(carry, (0, jax.tree.map(lambda x: x[0], micro_batches)))
+      (grads, batch_stats, loss, correct), _ = body(carry, (0, batch))  # the one micro-batch is the batch
     else:
       (grads, batch_stats, loss, correct), _ = jax.lax.scan(
           body, carry, (jnp.arange(accumulation_steps), micro_batches))

@@ -113,6 +113,26 @@ def test_mesh_shape():
     sharding.mesh_shape({"data": -1, "fsdp": -1, "tensor": 1}, 8)
 
 
+def test_a_dimension_the_fsdp_axis_does_not_divide_is_replicated():
+  """Swin-T's 96 channels do not split over fsdp=64: such a dimension stays whole on every device
+  (jit refuses uneven argument shardings), the others are still sharded, and the state is made."""
+  from configs import timesformer_k400
+  config = timesformer_k400.get_config("smoke=True")
+  config.model.update(hidden_size=36, num_heads=2)  # 36 channels over fsdp=8 do not divide
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 8, "tensor": 1})
+  model, rng = models.build(config.model), jax.random.key(0)
+  abstract = flax.linen.unbox(models.abstract_variables(model, config.model, rng))["params"]
+  tx = optim.make_optimizer(config.optim, abstract, optax.constant_schedule(0.1))
+  state, shardings = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config), rng)
+  specs = {jax.tree_util.keystr(k): s.spec for k, s in jax.tree_util.tree_leaves_with_path(shardings.params)}
+  assert specs["['blocks_0']['mlp']['fc1']['kernel']"] == jax.sharding.PartitionSpec(None, "tensor")
+  assert "fsdp" not in str(specs)
+  assert state.params["blocks_0"]["mlp"]["fc1"]["kernel"].shape[0] == 36
+  P = jax.sharding.PartitionSpec
+  assert sharding.divisible_spec(P("fsdp", "tensor"), (128, 36), mesh) == P("fsdp", "tensor")
+  assert sharding.divisible_spec(P(("data", "fsdp"), None), (12, 5), mesh) == P(None, None)
+
+
 def test_config_arguments_are_typed_and_checked():
   args = common.parse_arg("smoke=True,frames=16,variant=small", smoke=False, frames=8, variant="base")
   assert args.smoke is True and args.frames == 16 and args.variant == "small"

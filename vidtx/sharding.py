@@ -84,10 +84,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def divisible_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """`spec` with the mesh axes dropped from every dimension whose size they do not divide: that
+  dimension is replicated instead (Swin-T's 96 channels over fsdp=64, say). jit refuses uneven
+  argument shardings, and padding a 96-wide weight to 128 places would waste more than it saves."""
+  entries = []
+  for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    entries.append(axes if size % math.prod(mesh.shape[n] for n in names) == 0 else None)
+  return P(*entries)
+
+
 def logical_shardings(abstract_boxed_tree, mesh: Mesh, logical_rules) -> object:
-  """NamedShardings for a tree of (possibly nn.LogicallyPartitioned) abstract arrays."""
+  """NamedShardings for a tree of (possibly nn.LogicallyPartitioned) abstract arrays; a dimension
+  that its mesh axes do not divide is replicated (`divisible_spec`)."""
   specs = nn.get_partition_spec(abstract_boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, logical_rules)
+  shardings = nn.logical_to_mesh_sharding(specs, mesh, logical_rules)
+  return jax.tree.map(
+      lambda s, x: NamedSharding(mesh, divisible_spec(s.spec, x.shape, mesh)),
+      shardings, nn.unbox(abstract_boxed_tree))
 
 
 def variable_shardings(boxed_abstract: dict, mesh: Mesh, logical_rules) -> dict:

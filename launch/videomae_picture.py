@@ -14,13 +14,14 @@ import jax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import videomae_synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
 
-from vidtx import evaluate, sharding, visualize  # noqa: E402  pylint: disable=g-import-not-at-top
+from vidtx import checkpoint, evaluate, sharding, visualize  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def main() -> None:
   workdir, out, videos = sys.argv[1], sys.argv[2], sys.argv[3:]
   config = videomae_synthetic.experiment_config(
       "pretrain", os.path.join(os.path.dirname(os.path.abspath(workdir)), "synthetic_motion_mae"), 0, 1)
+  config.model.update(checkpoint.read_meta(workdir)["model"])  # as pretrained (normalize_target, ...)
   mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
   model, variables, meta = evaluate.restore_model(config, workdir, mesh)
   for video in videos:

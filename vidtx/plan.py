@@ -273,7 +273,8 @@ def _recipe_batch(config, topology: str) -> int:
 
 # ----------------------------------------------------------------------------- reports
 def summary_line(r: dict) -> str:
-  head = (f"{r.get('label', r['model'])} {r['input']} on {r['topology']} ({r['chips']} x "
+  name = r.get("label") or f"{r['model']} {r['input']}"  # a zoo label names its input already
+  head = (f"{name} on {r['topology']} ({r['chips']} x "
           f"{r['device_kind']}), mesh {_mesh_text(r['mesh'])}, remat {r['remat']}, "
           f"{r['per_chip_batch']} clips/chip")
   if r["per_chip_batch"] != r["micro_batch"]:

@@ -10,7 +10,9 @@ class: the labelled fine-tuning set), `val` (another, disjoint 10 %: validation 
 fine-tuning, never trained on) and `test` (the test split, touched only by the final evaluation).
 Per seed: pretrain (configs/videomae_k400.py:pretrain at the demo's size), fine-tune from it
 (init_from format vidtx) and the same fine-tuning from random initialisation, same steps;
-then the video-level test protocol (3 clips) on both. Nothing is chosen by test results.
+then the video-level test protocol (3 clips) on both. Nothing is chosen by test results:
+settings (`--normalize_target`, `--mask_ratio`, `--patch_size`, `--finetune_lr`, `--linear_probe`,
+`--mix`, `--drop_path`) are compared with `--val_only`, which never opens the test split.
 Writes <out>/results.json (per seed and mean / spread) and prints a markdown table.
 """
 from __future__ import annotations
@@ -49,14 +51,17 @@ def prepare_splits(out_dir: str) -> str:
   return data_dir
 
 
-def experiment_config(mode: str, data_dir: str, seed: int, steps: int, normalize_target: bool = False):
-  """configs/videomae_k400.py at the demo's size (ViT hidden 64, depth 3, 8 frames of 32x32)."""
+def experiment_config(mode: str, data_dir: str, seed: int, steps: int, normalize_target: bool = False,
+                      *, mask_ratio: float = 0.75, patch_size: int = 8, lr: float = 1e-3,
+                      linear_probe: bool = False, mix: bool = False, drop_path: float = 0.0):
+  """configs/videomae_k400.py at the demo's size (ViT hidden 64, depth 3, 8 frames of 32x32).
+  `lr`, `linear_probe`, `mix` (the recipe's mixup/cutmix) and `drop_path` shape fine-tuning."""
   from configs import demo, videomae_k400
   c = videomae_k400.get_config(mode)
   c.seed = seed
-  c.model.update(num_classes=8, num_frames=8, image_size=32, dtype="float32", patch_size=8,
+  c.model.update(num_classes=8, num_frames=8, image_size=32, dtype="float32", patch_size=patch_size,
                  tubelet_size=2, hidden_size=64, depth=3, num_heads=4, mlp_ratio=2.0,
-                 drop_path_rate=0.0, mask_ratio=0.75, decoder_hidden_size=32, decoder_depth=1,
+                 drop_path_rate=drop_path, mask_ratio=mask_ratio, decoder_hidden_size=32, decoder_depth=1,
                  decoder_num_heads=2, normalize_target=normalize_target)
   c.data = demo.get_config().data
   c.data.update(name="prepared", dir=data_dir, val_split="val", test_split="test",
@@ -64,8 +69,12 @@ def experiment_config(mode: str, data_dir: str, seed: int, steps: int, normalize
   c.train.update(batch_size=32 if mode == "pretrain" else 16, device_batch_size=None,
                  num_steps=steps, num_epochs=None, log_every=50, val_every=steps,
                  checkpoint_every=steps, label_smoothing=0.1)
-  c.train.mix.kind = "none"  # 32x32 motion clips: no mixing, no flips (a mirrored MoveLeft is a MoveRight)
-  c.optim.update(lr=1e-3, warmup_epochs=None, warmup_steps=max(1, steps // 10), warmup_init_lr=0.0,
+  # No flips (a mirrored MoveLeft is a MoveRight); mixing clips keeps their motion, so `mix` may.
+  if mix:
+    c.train.mix.update(kind="videomix", mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5)
+  else:
+    c.train.mix.kind = "none"
+  c.optim.update(lr=lr if mode == "finetune" else 1e-3, linear_probe=linear_probe and mode == "finetune", warmup_epochs=None, warmup_steps=max(1, steps // 10), warmup_init_lr=0.0,
                  end_lr=0.0)
   c.eval.batch_size = 32
   c.init_from.path = ""
@@ -82,7 +91,18 @@ def main() -> None:
   # normalised targets are mostly that noise (the pretraining loss stayed at 0.99 of the
   # predict-nothing loss), so the plain pixels are the default here.
   parser.add_argument("--normalize_target", default="false", choices=("true", "false"))
+  parser.add_argument("--mask_ratio", type=float, default=0.75)
+  parser.add_argument("--patch_size", type=int, default=8)
+  parser.add_argument("--finetune_lr", type=float, default=1e-3)
+  parser.add_argument("--linear_probe", action="store_true", help="fine-tune the head only")
+  parser.add_argument("--mix", action="store_true", help="fine-tune with the recipe's mixup/cutmix")
+  parser.add_argument("--drop_path", type=float, default=0.0)
+  parser.add_argument("--val_only", action="store_true",
+                      help="report val top-1 and skip the test split: for choosing settings")
   args = parser.parse_args()
+  model_args = dict(mask_ratio=args.mask_ratio, patch_size=args.patch_size)
+  finetune_args = dict(model_args, lr=args.finetune_lr, linear_probe=args.linear_probe, mix=args.mix,
+                       drop_path=args.drop_path)
   import jax
   from vidtx import evaluate, sharding, trainer
   os.makedirs(args.out, exist_ok=True)
@@ -90,31 +110,38 @@ def main() -> None:
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
   results_path = os.path.join(args.out, "results.json")
   results = json.load(open(results_path)) if os.path.exists(results_path) else {"runs": {}}
+  same = lambda settings: {k: v for k, v in settings.items() if k not in ("seeds", "device")}
+  if "settings" in results and same(results["settings"]) != same(vars(args)):
+    raise SystemExit(f"error: {results_path} holds runs made with other settings "
+                     f"({same(results['settings'])}); give another --out")
+  results["settings"] = vars(args) | {"device": jax.devices()[0].device_kind}
   for seed in [int(s) for s in args.seeds.split(",")]:
     start = time.time()
     pretrain_dir = os.path.join(args.out, f"pretrain_{seed}")
     last = trainer.train_and_evaluate(experiment_config(
-        "pretrain", data_dir, seed, args.pretrain_steps, args.normalize_target == "true"), pretrain_dir)
+        "pretrain", data_dir, seed, args.pretrain_steps, args.normalize_target == "true", **model_args),
+        pretrain_dir)
     run = {"pretrain_val_loss": last.get("val_loss"), "pretrain_s": time.time() - start}
     for name, init in (("pretrained", pretrain_dir), ("scratch", "")):
       start = time.time()
-      config = experiment_config("finetune", data_dir, seed, args.finetune_steps)
+      config = experiment_config("finetune", data_dir, seed, args.finetune_steps, **finetune_args)
       config.init_from.update(path=init, format="vidtx")
       workdir = os.path.join(args.out, f"{name}_{seed}")
       last = trainer.train_and_evaluate(config, workdir)
-      test = evaluate.test_protocol(config, workdir, mesh)
-      run[name] = {"val_top1": last["val_top1"], "test_top1": test["top1"],
-                   "test_videos": test["num_videos"], "seconds": time.time() - start}
+      run[name] = {"val_top1": last["val_top1"], "train_top1": last.get("train_top1")}
+      if not args.val_only:
+        test = evaluate.test_protocol(config, workdir, mesh)
+        run[name].update(test_top1=test["top1"], test_videos=test["num_videos"])
+      run[name]["seconds"] = time.time() - start
     results["runs"][str(seed)] = run
     json.dump(results, open(results_path, "w"), indent=2)
     print(json.dumps({seed: run}), flush=True)
-  summary = {}
+  summary, split = {}, "val" if args.val_only else "test"
   for name in ("pretrained", "scratch"):
-    tops = [r[name]["test_top1"] for r in results["runs"].values()]
-    summary[name] = {"mean": statistics.mean(tops), "stdev": statistics.stdev(tops) if len(tops) > 1 else 0.0,
+    tops = [r[name][f"{split}_top1"] for r in results["runs"].values()]
+    summary[name] = {"split": split, "mean": statistics.mean(tops), "stdev": statistics.stdev(tops) if len(tops) > 1 else 0.0,
                      "min": min(tops), "max": max(tops), "seeds": len(tops)}
   results["summary"] = summary
-  results["settings"] = vars(args) | {"device": jax.devices()[0].device_kind}
   json.dump(results, open(results_path, "w"), indent=2)
   print(json.dumps(summary, indent=2))
 

@@ -150,3 +150,24 @@ def test_plan_figures_are_those_of_the_step_compiled_by_hand():
   # permutation added all-gathers of the clips).
   assert set(planned["collectives"]) == {"all-reduce"}
   assert planned["collective_bytes"] < 1.1 * 4 * planned["params"]
+
+
+@needs_libtpu
+def test_a_program_whose_memory_adds_up_to_more_than_the_chip_does_not_fit(monkeypatch):
+  """libtpu can compile a step whose own memory analysis exceeds the chip's HBM (it did for
+  PP-TimeSformer-B 16x224 at 64 clips on v5e: 16.09 of 16 GiB); such a plan is not "fits", and
+  --fit stops below it. Here the chip is told to have 1 MiB, so the tiny step is over it."""
+  import dataclasses
+  real = plan.topology_devices
+
+  def tiny_chip(name):
+    chip, devices = real(name)
+    return dataclasses.replace(chip, hbm_bytes=2**20), devices
+
+  monkeypatch.setattr(plan, "topology_devices", tiny_chip)
+  config = bench_step.load_config("timesformer_k400", "smoke=True")
+  r = plan.plan_config(config, "v5e-4", per_chip_batch=1)
+  assert not r["fits"] and r["total_bytes"] > 2**20
+  assert "compiled, but" in r["reason"] and "of the chip's 0.00 GiB" in r["reason"]
+  assert "does not fit (compiled, but" in plan.summary_line(r)
+  assert "| no |" in plan.markdown_table([r])

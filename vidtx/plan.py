@@ -13,7 +13,8 @@ temporaries, generated code) against the chip's HBM, XLA's FLOPs and bytes acces
 FLOPs (6 x forward MACs, vidtx.flops) and their ratio, the collectives of the optimised program,
 and a roofline ESTIMATE of the step time and MFU bound (max of FLOPs / peak and bytes / HBM
 bandwidth; collectives assumed overlapped). Nothing here is a measurement: "fits" means the TPU
-compiler accepted the program for that chip's memory.
+compiler accepted the program for that chip's memory and the memory it reports adds up to no more
+than the chip's HBM.
 
 Topologies: `<generation>-<N>` as Cloud TPU names slices (v4-64 and v5p-128 count TensorCores, two
 per chip, one megacore device; v5e-256 and v6e-256 count chips), or `<generation>:<shape>`
@@ -218,8 +219,14 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
   found = collectives(hlo)
   compute_s, memory_s = xla_flops / chip.peak_bf16_flops, accessed / chip.hbm_bytes_per_s
   step_s = max(compute_s, memory_s)
+  # libtpu can compile a program whose own memory analysis adds up to more than the chip's HBM
+  # (PP-TimeSformer-B 16x224 at 64 clips on v5e: 16.09 of 16 GiB): that is not a plan to run.
+  fits = total <= chip.hbm_bytes
+  if not fits:
+    result["reason"] = (f"compiled, but arguments + temporaries + code total {total / GiB:.2f} GiB of "
+                        f"the chip's {chip.hbm_bytes / GiB:.2f} GiB")
   result.update(
-      fits=True, lower_s=lower_s, compile_s=compile_s, compiled_memory=memory, total_bytes=total,
+      fits=fits, lower_s=lower_s, compile_s=compile_s, compiled_memory=memory, total_bytes=total,
       hbm_fraction=total / chip.hbm_bytes, xla_flops=xla_flops, xla_bytes_accessed=accessed,
       xla_cost_scaled_by=loop,
       model_flops=model_flops, flop_ratio=xla_flops / model_flops if model_flops else None,

@@ -69,10 +69,9 @@ def experiment_config(mode: str, data_dir: str, seed: int, steps: int, normalize
   c.train.update(batch_size=32 if mode == "pretrain" else 16, device_batch_size=None,
                  num_steps=steps, num_epochs=None, log_every=50, val_every=steps,
                  checkpoint_every=steps, label_smoothing=0.1)
-  # No flips (a mirrored MoveLeft is a MoveRight); mixing clips keeps their motion, so `mix` may.
-  if mix:
-    c.train.mix.update(kind="videomix", mixup_alpha=0.8, cutmix_alpha=1.0, cutmix_prob=0.5)
-  else:
+  # No flips (a mirrored MoveLeft is a MoveRight); mixing clips keeps their motion, so `mix` keeps
+  # the fine-tuning recipe's mixup / cutmix.
+  if not mix:
     c.train.mix.kind = "none"
   finetune = mode == "finetune"
   c.optim.update(lr=lr if finetune else 1e-3, linear_probe=linear_probe and finetune,

@@ -49,8 +49,8 @@ else
 fi
 
 # 1. Every seed model with the best levers, the reference models first (a timeout keeps the rest).
-# --only takes exact labels (vidtx.bench_step.ZOO); $GPU_BENCH_MODELS chooses others (the test suite's
-# dry run: two).
+# --only takes exact labels (vidtx.bench_step.ZOO); $GPU_BENCH_MODELS and $GPU_BENCH_OFF_MODELS
+# choose others for phases 1 and 2 (the test suite's dry run: two, and one).
 all_models="TimeSformer-B 8x224,Swin-B 32x224,TokShift-B 8x256,ViViT-B FE 32x224,PP-TSM R50 8x224"
 all_models+=",Swin-T 32x224,Swin-S 32x224,PP-TimeSformer-B 8x224,PP-TimeSformer-B 16x224"
 all_models+=",TimeSformer-B space-only 8x224,PP-TSM R101 8x224"
@@ -59,7 +59,8 @@ python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers best --time_budget_s
   --output "$out/zoo.json" --markdown "$out/zoo.md"
 # 2. TimeSformer-B and Swin-B with the levers off, lean (scanned blocks, bf16 moments) and remat.
 python3 -m vidtx.bench_step --zoo "${zoo_args[@]}" --levers off,lean,remat --time_budget_s $budget_off \
-  --only "TimeSformer-B 8x224,Swin-B 32x224" --output "$out/zoo_off.json" --markdown "$out/zoo_off.md"
+  --only "${GPU_BENCH_OFF_MODELS:-TimeSformer-B 8x224,Swin-B 32x224}" \
+  --output "$out/zoo_off.json" --markdown "$out/zoo_off.md"
 # 3. PyTorch peers at the same per-device batch (8) and input.
 if python3 -c "import torch, torchvision" 2>/dev/null; then
   python3 launch/torch_peer_bench.py "${peer_args[@]}" --time_budget_s $budget_peer --output "$out/peers.json"

@@ -108,6 +108,7 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted_run(data_dir, tm
   assert proc.returncode == 0, err
   assert f"resumed from {interrupted}/checkpoints/{max(steps_before)}" in out
   stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM after step ")]
+  assert len(stopped) == 1, out
   step = int(stopped[0].split("after step ")[1].split(":")[0])
   assert max(steps_before) + 4 <= step < 40 and stopped[0].endswith(
       f"checkpoint saved in {interrupted}/checkpoints/{step}; run the same command to resume")

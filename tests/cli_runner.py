@@ -74,3 +74,10 @@ def run_main(*args: str) -> Result:
     sys.argv = saved_argv
     os.chdir(saved_cwd)
   return Result(code, out.getvalue(), err.getvalue())
+
+
+def stopped_step(stdout: str, signal_name: str) -> int:
+  """The step in a run's one "stopped by <signal> after step N: ..." line (asserted to be one)."""
+  line = [l for l in stdout.splitlines() if l.startswith(f"stopped by {signal_name} after step ")]
+  assert len(line) == 1, stdout
+  return int(line[0].split("after step ")[1].split(":")[0])

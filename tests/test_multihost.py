@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import cli_runner
 from configs import demo
 from vidtx import evaluate, multihost, sharding, trainer
 
@@ -65,12 +66,6 @@ def child_with_process_id(launcher_pid, process_id):
   raise AssertionError(f"no process {process_id} under the launcher")
 
 
-def stopped_step(stdout, signal_name):
-  line = [l for l in stdout.splitlines() if l.startswith(f"stopped by {signal_name} after step ")]
-  assert len(line) == 1, stdout
-  return int(line[0].split("after step ")[1].split(":")[0])
-
-
 def losses(workdir):
   lines = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   steps = [l["step"] for l in lines]
@@ -87,7 +82,7 @@ def test_two_processes_stop_together_resume_on_one_and_match_one(smoke_data_dir,
   run.send_signal(signal.SIGTERM)
   out, err = run.communicate(timeout=300)
   assert run.returncode == 0, err
-  first = stopped_step(out, "SIGTERM")
+  first = cli_runner.stopped_step(out, "SIGTERM")
   assert f"checkpoint saved in {workdir}/checkpoints/{first}; run the same command to resume" in out
   assert max(steps_saved(workdir)) == first
   assert "Traceback" not in err and "[process 1] stopped" not in out  # only process 0 speaks

@@ -84,8 +84,8 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted_run(data_dir, tm
   assert run_cli("train.py", config_arg, f"--workdir={straight}", *overrides).returncode == 0
 
   interrupted = str(tmp_path / "interrupted")
-  proc = subprocess.Popen([sys.executable, "train.py", config_arg, f"--workdir={interrupted}", *overrides],
-                          cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  command = [sys.executable, "train.py", config_arg, f"--workdir={interrupted}", *overrides]
+  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   first = os.path.join(interrupted, "checkpoints", "4")
   deadline = time.time() + 240
   while not os.path.isdir(first) and time.time() < deadline and proc.poll() is None:
@@ -93,25 +93,23 @@ def test_sigkill_then_sigterm_then_resume_matches_uninterrupted_run(data_dir, tm
   assert proc.poll() is None, "the run ended before it could be killed"
   os.kill(proc.pid, signal.SIGKILL)
   proc.wait()
-  steps_before = sorted(int(s) for s in os.listdir(os.path.join(interrupted, "checkpoints")) if s.isdigit())
-  assert steps_before and max(steps_before) + 4 < 40
+  killed_at = max(int(s) for s in os.listdir(os.path.join(interrupted, "checkpoints")) if s.isdigit())
+  assert killed_at + 4 < 40
 
   # The same command resumes it, and SIGTERM (a preemption) stops it after the step it came in:
   # saved there, exit 0. The same command again finishes the run.
-  proc = subprocess.Popen([sys.executable, "train.py", config_arg, f"--workdir={interrupted}", *overrides],
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  later = os.path.join(interrupted, "checkpoints", str(max(steps_before) + 4))
+  proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  later = os.path.join(interrupted, "checkpoints", str(killed_at + 4))
   while not os.path.isdir(later) and proc.poll() is None:
     time.sleep(0.02)
   proc.send_signal(signal.SIGTERM)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 0, err
-  assert f"resumed from {interrupted}/checkpoints/{max(steps_before)}" in out
-  stopped = [line for line in out.splitlines() if line.startswith("stopped by SIGTERM after step ")]
-  assert len(stopped) == 1, out
-  step = int(stopped[0].split("after step ")[1].split(":")[0])
-  assert max(steps_before) + 4 <= step < 40 and stopped[0].endswith(
-      f"checkpoint saved in {interrupted}/checkpoints/{step}; run the same command to resume")
+  assert f"resumed from {interrupted}/checkpoints/{killed_at}" in out
+  step = cli_runner.stopped_step(out, "SIGTERM")
+  assert killed_at + 4 <= step < 40 and (
+      f"stopped by SIGTERM after step {step}: checkpoint saved in {interrupted}/checkpoints/{step}; "
+      "run the same command to resume") in out
   resumed = run_cli("train.py", config_arg, f"--workdir={interrupted}", *overrides)
   assert resumed.returncode == 0, resumed.stderr
   assert f"resumed from {interrupted}/checkpoints/{step}" in resumed.stdout

@@ -29,7 +29,7 @@ def test_scanned_blocks_give_the_unrolled_logits_and_gradients_from_the_same_var
   unrolled = models.build(config)
   scanned = models.build(config, scan_blocks=True, remat="full")
   x = jax.random.uniform(jax.random.key(1), (2, 4, 32, 32, 3))
-  variables = jax.jit(lambda: unrolled.init({"params": jax.random.key(0)}, x, train=False))()
+  variables = models.jit_init(lambda: unrolled.init({"params": jax.random.key(0)}, x, train=False))()
   # The scanned model's own init makes the same variable tree (checkpoints are interchangeable).
   own = jax.eval_shape(lambda: scanned.init({"params": jax.random.key(0)}, x, train=False))
   assert jax.tree.structure(own) == jax.tree.structure(variables)

@@ -88,7 +88,7 @@ def test_bf16_compute_float32_params_and_drop_path_only_in_training(name):
   config = tiny(name, dtype="bfloat16", **{rate: 0.5})
   model = models.build(config)
   clip = video(frames=config["num_frames"], size=config["image_size"])
-  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip)
+  variables = models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(clip)
   assert {x.dtype for x in jax.tree_util.tree_leaves(nn.meta.unbox(variables))} == {jnp.dtype("float32")}
   apply = lambda var, v: model.apply(var, v, train=False)
   jaxpr = jax.make_jaxpr(apply)(variables, clip).jaxpr
@@ -230,7 +230,7 @@ def test_divided_block_equals_explicit_per_frame_computation():
 def test_temporal_fc_zero_init_makes_temporal_branch_inert():
   model = models.build(tiny("timesformer", "divided", dtype="float32"))
   clip = video()
-  variables = nn.meta.unbox(jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip))
+  variables = nn.meta.unbox(models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(clip))
   for i in range(vit.TINY["depth"]):
     fc = variables["params"][f"blocks_{i}"]["temporal_fc"]
     assert not np.any(fc["kernel"]) and not np.any(fc["bias"])

@@ -201,7 +201,7 @@ def test_recomputed_attention_is_the_models_own(name, variant):
   config = models.tiny_config(name, variant, num_classes=5, dtype="float32")
   model = models.build(config)
   video = jax.random.normal(jax.random.key(1), (1, config["num_frames"], 32, 32, 3))
-  variables = nn.unbox(jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(video))
+  variables = nn.unbox(models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(video))
   last = f"blocks_{model.depth - 1}"
   paths = [(last, "attn", "qkv"), (last, "attn")]
   _, seen = jax.jit(lambda v, x: visualize.record_outputs(model, v, x, paths))(variables, video)
@@ -222,7 +222,7 @@ def test_grad_cam_of_swin_and_tsm(name):
   config = models.tiny_config(name, num_classes=5, dtype="float32")
   model = models.build(config)
   clip = np.random.RandomState(0).randint(0, 255, (config["num_frames"], 32, 32, 3)).astype(np.uint8)
-  variables = nn.unbox(jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(
+  variables = nn.unbox(models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(
       jnp.zeros((1,) + clip.shape)))
   data = data_fixtures.smoke_config("unused").data
   maps = visualize.model_maps(model, variables, clip, data)

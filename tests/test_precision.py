@@ -28,9 +28,8 @@ def test_bf16_train_step_has_no_float32_matmul_or_convolution(module, arg):
   mesh = sharding.make_mesh(config.mesh)
   rng = jax.random.key(0)
   model, schedule, tx, _ = trainer.model_and_optimizer(config, 10, 1, rng)
-  state = jax.eval_shape(  # shapes only: nothing is initialised or compiled
-      lambda r: trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config), r)[0],
-      rng)
+  state, _ = trainer.create_train_state(model, config.model, tx, mesh, sharding.rules(config), rng,
+                                        abstract=True)  # shapes only: nothing initialised or compiled
   size, frames = config.model.image_size, config.model.num_frames
   batch = {"video": jax.ShapeDtypeStruct((8, frames, size, size, 3), jax.numpy.uint8),
            "label": jax.ShapeDtypeStruct((8,), jax.numpy.int32)}

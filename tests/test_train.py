@@ -192,8 +192,8 @@ def test_distillation_step_loss_is_the_teachers_kl(data_dir):
   teacher_config.hidden_size = 16  # a different model: any that takes the clips will do
   teacher = models.build(teacher_config)
   batch = random_batch()
-  teacher_variables = nn.unbox(teacher.init(jax.random.key(5), jnp.zeros((1, 8, 32, 32, 3)),
-                                            train=False))
+  teacher_variables = nn.unbox(models.jit_init(
+      lambda: teacher.init(jax.random.key(5), jnp.zeros((1, 8, 32, 32, 3)), train=False))())
   with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.rules(config)):
     step = trainer.make_train_step(model, tx, schedule, config, 1, mesh, teacher)
     _, metrics = jax.jit(step)(state, batch, jax.random.key(1), teacher_variables)
@@ -301,7 +301,8 @@ def test_predict_with_a_converted_paddle_checkpoint(data_dir, tmp_path):
   config_arg = "--config=configs/tokshift_ucf101.py:smoke=True"
   config = importlib.import_module("configs.tokshift_ucf101").get_config("smoke=True")
   model = models.build(config.model)
-  variables = nn.unbox(model.init(jax.random.key(3), np.zeros((1, 8, 32, 32, 3), np.float32), train=False))
+  variables = nn.unbox(models.jit_init(
+      lambda: model.init(jax.random.key(3), jnp.zeros((1, 8, 32, 32, 3)), train=False))())
   source = tmp_path / "tokshift_ucf101.pdparams"
   convert.save_pdparams(convert.to_paddle(variables, config), str(source))
   labels = ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
@@ -337,7 +338,7 @@ def test_precise_bn_is_the_average_of_per_batch_statistics():
   config = importlib.import_module("configs.pptsm_k400").get_config("smoke=True")
   model = models.build(config.model)
   shape = (4, config.model.num_frames, 32, 32, 3)
-  variables = nn.unbox(jax.jit(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))())
+  variables = nn.unbox(models.jit_init(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))())
   rng = np.random.RandomState(0)
   batches = [{"video": rng.randint(0, 255, shape).astype(np.uint8)} for _ in range(3)]
   got = precise_bn.precise_batch_stats(precise_bn.make_batch_stats_step(model, config.data), variables,

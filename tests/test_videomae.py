@@ -66,7 +66,7 @@ def test_pretrain_encoder_sees_only_visible_tokens_and_loss_is_masked_mse():
   config = tiny(**TINY_PRETRAIN)
   model = models.build(config)
   video = clip()
-  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(video)
+  variables = models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(video)
   mask = videomae.tube_mask(jax.random.key(5), 2, (2, 2, 2), 0.5)
   run = jax.jit(lambda v, m: (model.apply(variables, v, train=False, mask=m, reconstruct=True),
                               model.apply(variables, v, train=False, mask=m)))
@@ -111,7 +111,7 @@ def test_pretraining_does_a_fifth_of_the_full_token_forward_work():
 
 def test_finetune_head_starts_small_and_bad_shapes_say_so():
   model = models.build(tiny())
-  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip())
+  variables = models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(clip())
   kernel = np.asarray(variables["params"]["head"]["fc"]["kernel"].value)
   assert 0 < np.abs(kernel).max() <= 2 * 0.02 * 0.001  # official init_scale 0.001
   with pytest.raises(VidtxError, match="tubelets"):
@@ -138,7 +138,7 @@ def test_pretrain_through_the_trainer_then_finetune_init(smoke_data_dir, tmp_pat
 
   finetune = videomae_k400.get_config("finetune,smoke=True")
   model = models.build(finetune.model)
-  start = jax.jit(lambda v: model.init(jax.random.key(1), v, train=False))(clip())
+  start = models.jit_init(lambda v: model.init(jax.random.key(1), v, train=False))(clip())
   init = ml_collections.ConfigDict(dict(path=pretrain_dir, format="vidtx", options={}))
   params = convert.init_from(init, start, finetune.model)["params"]
   out = capsys.readouterr().out
@@ -161,7 +161,7 @@ def test_pretrained_encoder_into_vivit_where_shapes_allow(tmp_path, capsys):
   from vidtx import checkpoint, convert
   config = ml_collections.ConfigDict(tiny(**TINY_PRETRAIN))
   model = models.build(config)
-  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(clip())
+  variables = models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(clip())
   variables = {"params": jax.tree.map(lambda x: x.value if hasattr(x, "value") else x,
                                       variables["params"], is_leaf=lambda x: hasattr(x, "value")),
                "batch_stats": {}}
@@ -171,7 +171,7 @@ def test_pretrained_encoder_into_vivit_where_shapes_allow(tmp_path, capsys):
   fresh = convert.model_shapes(vivit)
   init = ml_collections.ConfigDict(dict(path=str(tmp_path / "mae"), format="vidtx", options={}))
   vivit_model = models.build(vivit)
-  start = jax.jit(lambda v: vivit_model.init(jax.random.key(1), v, train=False))(clip())
+  start = models.jit_init(lambda v: vivit_model.init(jax.random.key(1), v, train=False))(clip())
   params = convert.init_from(init, start, vivit)["params"]
   out = capsys.readouterr().out
   np.testing.assert_array_equal(np.asarray(params["blocks_1"]["attn"]["qkv"]["kernel"].value),
@@ -249,7 +249,7 @@ def test_explain_shows_masked_input_reconstruction_and_original(tmp_path):
   config = tiny(**TINY_PRETRAIN)
   model = models.build(config)
   video = clip(batch=1)
-  variables = jax.jit(lambda v: model.init(jax.random.key(0), v, train=False))(video)
+  variables = models.jit_init(lambda v: model.init(jax.random.key(0), v, train=False))(video)
   data = ml_collections.ConfigDict(dict(mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225)))
   rec = videomae.explain(model, variables, video, data_config=data)
   assert rec.masked.shape == rec.reconstruction.shape == rec.original.shape == (4, 32, 32, 3)

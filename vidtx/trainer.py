@@ -94,7 +94,7 @@ def create_train_state(model, model_config, tx, mesh, rules, rng, *, abstract: b
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
-  init = jax.jit(init, out_shardings=state_shardings)
+  init = models.jit_init(init, out_shardings=state_shardings)
   return (jax.eval_shape(init, rng) if abstract else init(rng)), state_shardings
 
 

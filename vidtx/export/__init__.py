@@ -190,7 +190,7 @@ def load_model(config, checkpoint: str | None):
     import flax.linen as nn  # pylint: disable=g-import-not-at-top
     model = models.build(config.model)
     dummy = models.dummy_video(config.model)
-    variables = nn.unbox(jax.jit(lambda r: model.init(r, jnp.zeros(dummy.shape), train=False))(
+    variables = nn.unbox(models.jit_init(lambda r: model.init(r, jnp.zeros(dummy.shape), train=False))(
         jax.random.key(0)))
     variables = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
     meta = {"label_names": [f"class_{i}" for i in range(config.model.num_classes)], "prepared": {}}

@@ -63,6 +63,7 @@ def test_plan_reports_per_chip_memory_that_grows_with_batch(tmp_path):
   assert result.returncode == 0, result.stderr
   assert result.stderr == ""  # libtpu looks for no TPU runtime, so it has nothing to complain about
   assert "ESTIMATED step" in result.stdout and "not measurements" in result.stdout
+  assert result.stdout.index("compiling ") < result.stdout.index("ESTIMATED step")  # progress first
   report = json.loads(out.read_text())
   assert report["estimates_only"] and report["versions"]["libtpu"]
   (large,) = report["results"]

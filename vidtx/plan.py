@@ -192,6 +192,10 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
       "micro_batch": batch["device_micro_batch"], "accumulation_steps": batch["accumulation_steps"],
       "global_batch": batch["global_batch"], "chip_hbm_bytes": chip.hbm_bytes,
   }
+  # A full-size compile takes minutes on a CPU: say what is being compiled before it starts.
+  messages.say(f"compiling {result['model']} {result['input']} for {topology} ({chips} x "
+               f"{result['device_kind']}), mesh {_mesh_text(result['mesh'])}, remat "
+               f"{result['remat']}, {per_chip_batch} clips/chip ...")
   start = time.perf_counter()
   step = bench_step.lower_step(config, mesh, batch["device_micro_batch"], batch["accumulation_steps"])
   lower_s = time.perf_counter() - start

@@ -193,9 +193,7 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
       "global_batch": batch["global_batch"], "chip_hbm_bytes": chip.hbm_bytes,
   }
   # A full-size compile takes minutes on a CPU: say what is being compiled before it starts.
-  messages.say(f"compiling {result['model']} {result['input']} for {topology} ({chips} x "
-               f"{result['device_kind']}), mesh {_mesh_text(result['mesh'])}, remat "
-               f"{result['remat']}, {per_chip_batch} clips/chip ...")
+  messages.say(f"compiling {_heading(result)} ...")
   start = time.perf_counter()
   step = bench_step.lower_step(config, mesh, batch["device_micro_batch"], batch["accumulation_steps"])
   lower_s = time.perf_counter() - start
@@ -283,13 +281,19 @@ def _recipe_batch(config, topology: str) -> int:
 
 
 # ----------------------------------------------------------------------------- reports
-def summary_line(r: dict) -> str:
+def _heading(r: dict) -> str:
+  """What a plan compiles: model, slice, mesh, remat and clips per chip."""
   name = r.get("label") or f"{r['model']} {r['input']}"  # a zoo label names its input already
   head = (f"{name} on {r['topology']} ({r['chips']} x "
           f"{r['device_kind']}), mesh {_mesh_text(r['mesh'])}, remat {r['remat']}, "
           f"{r['per_chip_batch']} clips/chip")
   if r["per_chip_batch"] != r["micro_batch"]:
     head += f" ({r['accumulation_steps']} x {r['micro_batch']})"
+  return head
+
+
+def summary_line(r: dict) -> str:
+  head = _heading(r)
   if not r["fits"]:
     return f"{head}: does not fit ({r['reason']})"
   m, e = r["compiled_memory"], r["estimate"]

@@ -83,3 +83,17 @@ def smoke_config(data_dir: str, **train):
   config.data.dir = data_dir
   config.train.update(train)
   return config
+
+
+def open_files_under(directory: str) -> list[str]:
+  """The files under `directory` this process holds open (Linux: /proc/self/fd)."""
+  root = os.path.realpath(directory) + os.sep
+  names = []
+  for fd in os.listdir("/proc/self/fd"):
+    try:
+      target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # closed since listed (the listing's own descriptor)
+      continue
+    if target.startswith(root):
+      names.append(os.path.relpath(target, root))
+  return sorted(names)

@@ -319,6 +319,7 @@ def test_a_full_disk_stops_with_one_line_and_resumes_once_freed(smoke_data_dir, 
                           "the same command to resume)")
   assert not [name for name in os.listdir(checkpoints) if "orbax-checkpoint-tmp" in name]
   assert "Traceback" not in capfd.readouterr().err
+  assert data_fixtures.open_files_under(workdir) == ["log.txt"]  # the metrics files too are closed
   grow()
   trainer.train_and_evaluate(config, workdir)
   assert max(ocp.utils.checkpoint_steps(checkpoints)) == 12

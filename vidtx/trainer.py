@@ -566,7 +566,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     profiler.close(step)
     checkpoints.close()
     try:
-      writer.flush()
+      writer.close()  # metrics.jsonl and the TensorBoard event file, also when the run failed
     except Exception as e:  # pylint: disable=broad-except
       if not ckpt.no_space(e):
         raise

@@ -67,6 +67,10 @@ def test_plan_reports_per_chip_memory_that_grows_with_batch(tmp_path):
   report = json.loads(out.read_text())
   assert report["estimates_only"] and report["versions"]["libtpu"]
   (large,) = report["results"]
+  # Named as on the command line (a config's arguments tell its variants apart), from the start.
+  assert large["config"] == "configs/timesformer_k400.py:smoke=True"
+  assert f"compiling {large['label']} on v5e-4" in result.stdout
+  assert large["label"] == f"timesformer {large['input']} (configs/timesformer_k400.py:smoke=True)"
   assert md.read_text().count("\n") == 3 and "est. MFU bound" in md.read_text()
 
   config = bench_step.load_config("timesformer_k400", "smoke=True")

@@ -169,10 +169,11 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text or "out of memory" in text
 
 
-def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> dict:
+def plan_config(config, topology: str, *, per_chip_batch: int | None = None, label: str = "") -> dict:
   """Compiles `config`'s train step for `topology` at `per_chip_batch` clips per chip (default:
   its micro-batch); returns the per-chip figures (fits=False with the compiler's reason when the
-  program does not fit the chip's memory)."""
+  program does not fit the chip's memory). `label` names the model in the report (default: the
+  config's model name and input)."""
   chip, devices = topology_devices(topology)
   chips = len(devices)
   micro = config.train.device_batch_size or max(1, config.train.batch_size // chips)
@@ -185,6 +186,7 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None) -> 
   model_config = config.model
   frames, size = int(model_config.num_frames), int(model_config.image_size)
   result = {
+      "label": label or f"{model_config.name} {frames}x{size}",
       "model": model_config.name, "input": f"{frames}x{size}", "topology": topology,
       "libtpu_topology": parse_topology(topology)[1], "device_kind": devices[0].device_kind,
       "chips": chips, "mesh": dict(mesh.shape), "dtype": model_config.dtype,
@@ -248,7 +250,7 @@ def _oom_reason(error: Exception) -> str:
   return (used or (lines[0] if lines else "out of memory"))[:200]
 
 
-def fit(config, topology: str, start: int | None = None, limit: int = 4096) -> dict:
+def fit(config, topology: str, start: int | None = None, limit: int = 4096, label: str = "") -> dict:
   """The largest power-of-two per-chip batch (no accumulation) that compiles for the chip's
   memory: doubles from `start` (default: the config's micro-batch) while it fits, halves while it
   does not. Returns that batch's plan with "largest_batch" (0: not even one clip fits)."""
@@ -259,7 +261,7 @@ def fit(config, topology: str, start: int | None = None, limit: int = 4096) -> d
   tried = {}
 
   def attempt(b):
-    tried[b] = plan_config(config, topology, per_chip_batch=b)
+    tried[b] = plan_config(config, topology, per_chip_batch=b, label=label)
     messages.say(summary_line(tried[b]))
     return tried[b]["fits"]
 
@@ -283,8 +285,7 @@ def _recipe_batch(config, topology: str) -> int:
 # ----------------------------------------------------------------------------- reports
 def _heading(r: dict) -> str:
   """What a plan compiles: model, slice, mesh, remat and clips per chip."""
-  name = r.get("label") or f"{r['model']} {r['input']}"  # a zoo label names its input already
-  head = (f"{name} on {r['topology']} ({r['chips']} x "
+  head = (f"{r['label']} on {r['topology']} ({r['chips']} x "
           f"{r['device_kind']}), mesh {_mesh_text(r['mesh'])}, remat {r['remat']}, "
           f"{r['per_chip_batch']} clips/chip")
   if r["per_chip_batch"] != r["micro_batch"]:
@@ -355,7 +356,7 @@ def apply_mesh(config, mesh: str) -> None:
 
 
 def run(config, topology: str, *, mesh: str = "", remats=("",), batch: int | None = None,
-        search: bool = False) -> list[dict]:
+        search: bool = False, label: str = "") -> list[dict]:
   """Plans of `config` on `topology` for each remat policy ("" = the config's)."""
   results = []
   for remat in remats:
@@ -364,7 +365,8 @@ def run(config, topology: str, *, mesh: str = "", remats=("",), batch: int | Non
       apply_mesh(c, mesh)
     if remat:
       c.train.remat = remat
-    results.append(fit(c, topology, batch) if search else plan_config(c, topology, per_chip_batch=batch))
+    results.append(fit(c, topology, batch, label=label) if search
+                   else plan_config(c, topology, per_chip_batch=batch, label=label))
     if search:
       messages.say(f"largest batch that fits: {results[-1]['largest_batch']} clips/chip")
   return results
@@ -385,7 +387,7 @@ def run_zoo(topologies: list[str], layouts: list[str], remats, *, search: bool, 
           config = bench_step.load_config(module, arg)
           try:
             (result,) = run(config, topology, mesh=LAYOUTS.get(layout, layout), remats=(remat,),
-                            search=search)
+                            search=search, label=label)
           except VidtxError:
             raise
           except Exception as e:  # pylint: disable=broad-except  (one model's failure is a row)
@@ -421,6 +423,7 @@ def write_json(path: str, results) -> None:
 # ----------------------------------------------------------------------------- command line
 def _main(argv) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   from vidtx import cli  # pylint: disable=g-import-not-at-top
   del argv
   f = flags.FLAGS
@@ -441,11 +444,16 @@ def _main(argv) -> None:
                       time_budget_s=f.time_budget_s)
   else:
     cli.require(f, "config")
+    # The config as named on the command line tells variants apart ("swin" is Swin-T, -S or -B).
+    named = config_flags.get_config_filename(f["config"])
+    model = f.config.model
+    label = f"{model.name} {model.num_frames}x{model.image_size} ({named})"
     results = []
     for topology in topologies:
-      found = run(f.config, topology, mesh=f.mesh, remats=remats, batch=f.batch, search=f.fit)
+      found = run(f.config, topology, mesh=f.mesh, remats=remats, batch=f.batch, search=f.fit,
+                  label=label)
       for r in found:
-        r.setdefault("label", f.config.model.name)
+        r["config"] = named
         if not f.fit:
           messages.say(summary_line(r))
       results += found

@@ -475,7 +475,8 @@ def main() -> None:
   flags.DEFINE_string("topology", "", "TPU slice(s), comma-separated: v5p-128, v5e-256, v4-64, "
                       "v6e-8, or a shape such as v5p:4x4x4.")
   flags.DEFINE_string("mesh", "", "data=N,fsdp=M,tensor=K (one may be -1); default: the config's mesh.")
-  flags.DEFINE_integer("batch", None, "Clips per chip per step (default: the config's micro-batch).")
+  flags.DEFINE_integer("batch", None, "Clips per chip per step (default: the config's micro-batch); "
+                       "with --fit, where the search starts.")
   flags.DEFINE_bool("fit", False, "Find the largest power-of-two batch per chip that fits.")
   flags.DEFINE_string("remat", "", "Comma-separated remat policies to plan (none, full, "
                       "dots_saveable, ...); default: the config's.")

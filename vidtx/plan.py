@@ -169,6 +169,11 @@ def _is_oom(error: Exception) -> bool:
   return "RESOURCE_EXHAUSTED" in text or "Ran out of memory" in text or "out of memory" in text
 
 
+def model_label(model_config) -> str:
+  """A config's model and input, e.g. 'timesformer 8x224' (the default name of a plan)."""
+  return f"{model_config.name} {int(model_config.num_frames)}x{int(model_config.image_size)}"
+
+
 def plan_config(config, topology: str, *, per_chip_batch: int | None = None, label: str = "") -> dict:
   """Compiles `config`'s train step for `topology` at `per_chip_batch` clips per chip (default:
   its micro-batch); returns the per-chip figures (fits=False with the compiler's reason when the
@@ -186,7 +191,7 @@ def plan_config(config, topology: str, *, per_chip_batch: int | None = None, lab
   model_config = config.model
   frames, size = int(model_config.num_frames), int(model_config.image_size)
   result = {
-      "label": label or f"{model_config.name} {frames}x{size}",
+      "label": label or model_label(model_config),
       "model": model_config.name, "input": f"{frames}x{size}", "topology": topology,
       "libtpu_topology": parse_topology(topology)[1], "device_kind": devices[0].device_kind,
       "chips": chips, "mesh": dict(mesh.shape), "dtype": model_config.dtype,
@@ -319,7 +324,7 @@ def markdown_table(results: list[dict]) -> str:
           "est. MFU bound |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
   rows = []
   for r in results:
-    label = r.get("label", r.get("model", ""))
+    label = r["label"]  # every row has one, error rows of the zoo too
     if "error" in r:
       rows.append(f"| {label} | {r.get('topology', '')} | {r.get('layout', '')} | | | error: "
                   f"{r['error']} | | | | | | | |")
@@ -446,8 +451,7 @@ def _main(argv) -> None:
     cli.require(f, "config")
     # The config as named on the command line tells variants apart ("swin" is Swin-T, -S or -B).
     named = config_flags.get_config_filename(f["config"])
-    model = f.config.model
-    label = f"{model.name} {model.num_frames}x{model.image_size} ({named})"
+    label = f"{model_label(f.config.model)} ({named})"
     results = []
     for topology in topologies:
       found = run(f.config, topology, mesh=f.mesh, remats=remats, batch=f.batch, search=f.fit,
